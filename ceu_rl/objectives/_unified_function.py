@@ -66,7 +66,7 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
             entropy_q[start:end] = log_sum - weighted / sum_exp  # H(q) = log S - sum_k q_k s_k
             del work, expd
 
-        degenerate = ~torch.isfinite(lse_masked)  # every entry but the label is -inf: q is undefined
+        degenerate = lse_masked == float("-inf")  # every entry but the label is -inf: q is undefined
         lse_safe = torch.where(degenerate, torch.zeros_like(lse_masked), lse_masked)
         ce_value = F.softplus(lse_masked - z_label)  # -log p_y = log(1 + exp(lse_m - z_y)); 0 when lse_m = -inf
         ceu_value = F.softplus(z_label - lse_safe) + entropy_q  # -log(1 - p_y) + H(q)
@@ -84,7 +84,7 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
         n_rows, vocab = logits.shape
         cdtype = _compute_dtype(logits.dtype)
         grad_value = grad_value.to(cdtype)
-        degenerate = ~torch.isfinite(lse_masked)
+        degenerate = lse_masked == float("-inf")
         lse_full = torch.logaddexp(lse_masked, z_label)
         p_label = torch.exp(z_label - lse_full)
         # grad = a * exp(z - c) with the label entry overwritten:

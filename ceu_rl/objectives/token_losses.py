@@ -29,7 +29,7 @@ def ce_u_loss(
     whose gradient on the logits is p - q: p_y at y and -p_y q_k elsewhere (L1 norm 2 p_y). It is large while the
     model is confident in y and fades to 0 as y is forgotten, where gradient ascent's (L1 norm 2 (1 - p_y)) vanishes
     when confident and never stops. Its gradient equals that of -log(1 - p_y).
-    Reference: Yang, Jiang, Liu, "CE-U: Cross Entropy Unlearning" (arXiv 2503.01224, 2025).
+    Reference: Bo Yang, "CE-U: Cross Entropy Unlearning" (arXiv 2503.01224, 2025).
 
     Args:
         logits: float tensor (..., V). bf16/fp16 are computed in float32.
