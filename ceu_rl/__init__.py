@@ -1,8 +1,10 @@
 """ceu-rl: RL-alignment and unlearning objectives built on CE-U (Cross Entropy Unlearning), for TRL."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .objectives import (  # noqa: E402
+import importlib
+
+from .objectives import (
     ce_u_loss,
     ce_u_loss_from_logprobs,
     gradient_ascent_loss,
@@ -11,6 +13,21 @@ from .objectives import (  # noqa: E402
     unified_cross_entropy,
 )
 
+__version__ = "0.1.0"
+
+# Trainers import TRL (seconds): loaded on first use, so `import ceu_rl` for the objectives stays light.
+_LAZY = {
+    "CEUDPOConfig": "ceu_rl.trainers",
+    "CEUDPOTrainer": "ceu_rl.trainers",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ceu_rl' has no attribute {name!r}")
+
+
 __all__ = [
     "ce_u_loss",
     "ce_u_loss_from_logprobs",
@@ -18,4 +35,5 @@ __all__ = [
     "npo_loss",
     "simnpo_loss",
     "unified_cross_entropy",
+    *_LAZY,
 ]
