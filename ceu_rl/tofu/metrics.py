@@ -1,0 +1,113 @@
+"""TOFU metrics (Maini et al. 2024) with open-unlearning's exact definitions, as pure functions of per-item values.
+
+Per question, an answer's length-normalised probability is exp(-avg_loss), avg_loss the mean token NLL of the answer.
+  truth ratio R     = exp(-mean_j avg_loss(perturbed_j)) / (exp(-avg_loss(correct)) + 1e-10)
+                      (correct = the paraphrased answer on forget/retain, the answer itself on real authors and
+                      world facts, which have no paraphrase)
+  forget aggregate  = mean min(R, 1 / (R + 1e-10))            (closer to 1 is better: the model can't tell)
+  other aggregate   = mean max(0, 1 - R)                      (lower R is better: the truth is preferred)
+  normalised prob   = p(answer) / (p(answer) + sum_j p(perturbed_j) + 1e-10)   (real authors, world facts)
+  forget quality    = KS-test p-value of the per-question forget truth ratios vs the retain model's
+  model utility     = harmonic mean of the 9 retain / real-authors / world-facts values in `UTILITY_KEYS`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from rouge_score import rouge_scorer
+from scipy.stats import hmean, ks_2samp
+
+EPS = 1e-10
+# open-unlearning's TOFU_EVAL.json keys of the model-utility components
+UTILITY_KEYS = (
+    "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_Truth_Ratio",
+    "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "ra_Truth_Ratio",
+    "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE", "wf_Truth_Ratio",
+)
+
+
+def truth_ratios(correct_avg_loss: Sequence[float], wrong_avg_losses: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-question truth ratio R from the correct answer's avg loss and the perturbed answers' avg losses."""
+    correct = np.asarray(correct_avg_loss, dtype=np.float64)
+    wrong = np.asarray(wrong_avg_losses, dtype=np.float64)
+    if wrong.ndim != 2 or wrong.shape[0] != correct.shape[0]:
+        raise ValueError(f"wrong_avg_losses must be (questions, perturbations); got {wrong.shape} for {correct.shape[0]} questions.")
+    return np.exp(-wrong.mean(axis=1)) / (np.exp(-correct) + EPS)
+
+
+def truth_ratio_forget_score(ratios: Sequence[float]) -> float:
+    """Forget aggregate: mean min(R, 1/R); 1 when paraphrase and perturbations are equally likely."""
+    r = np.asarray(ratios, dtype=np.float64)
+    return float(np.mean(np.minimum(r, 1 / (r + EPS))))
+
+
+def truth_ratio_utility_score(ratios: Sequence[float]) -> float:
+    """Retain / real-authors / world-facts aggregate: mean max(0, 1 - R)."""
+    r = np.asarray(ratios, dtype=np.float64)
+    return float(np.mean(np.maximum(0, 1 - r)))
+
+
+def normalised_probability(correct_prob: Sequence[float], wrong_probs: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-question p(answer) / (p(answer) + sum of p(perturbed) + 1e-10)."""
+    correct = np.asarray(correct_prob, dtype=np.float64)
+    wrong = np.asarray(wrong_probs, dtype=np.float64).sum(axis=1)
+    return correct / (correct + wrong + EPS)
+
+
+def forget_quality(forget_truth_ratios: Sequence[float], retain_model_forget_truth_ratios: Sequence[float]) -> float:
+    """KS-test p-value between the model's and the retain model's per-question forget truth ratios."""
+    a, b = np.asarray(forget_truth_ratios), np.asarray(retain_model_forget_truth_ratios)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("forget_quality needs per-question truth ratios for both the model and the retain model.")
+    return float(ks_2samp(a, b).pvalue)
+
+
+def model_utility(values: Mapping[str, float]) -> float:
+    """Harmonic mean of the 9 components named in `UTILITY_KEYS`."""
+    missing = [k for k in UTILITY_KEYS if k not in values]
+    if missing:
+        raise ValueError(f"model_utility needs all of {list(UTILITY_KEYS)}; missing {missing}.")
+    return float(hmean([values[k] for k in UTILITY_KEYS]))
+
+
+_SCORER = rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
+
+
+def rouge_scores(generation: str, ground_truth: str) -> dict[str, float]:
+    """ROUGE of a greedy generation against the answer, as open-unlearning reports it (recall is the TOFU metric)."""
+    s = _SCORER.score(ground_truth, generation)
+    return {"rouge1_recall": s["rouge1"].recall, "rougeL_f1": s["rougeL"].fmeasure, "rougeL_recall": s["rougeL"].recall}
+
+
+def _items(log: Mapping, key: str) -> list:
+    if key not in log or "value_by_index" not in log[key]:
+        raise ValueError(f"The eval log has no per-question values for {key!r} (value_by_index).")
+    return list(log[key]["value_by_index"].values())
+
+
+def summary_from_eval_log(log: Mapping, retain_log: Mapping | None = None) -> dict[str, float]:
+    """Recompute forget quality, model utility and the headline values from per-question values of a TOFU_EVAL.json
+    (open-unlearning's layout, or this project's, which is the same)."""
+    forget_tr = [item["score"] for item in _items(log, "forget_truth_ratio")]
+    out = {
+        "forget_truth_ratio": truth_ratio_forget_score(forget_tr),
+        "forget_Q_A_Prob": float(np.mean([i["prob"] for i in _items(log, "forget_Q_A_Prob")])),
+        "forget_Q_A_ROUGE": float(np.mean([i["rougeL_recall"] for i in _items(log, "forget_Q_A_ROUGE")])),
+    }
+    components = {}
+    for prefix in ("retain", "ra", "wf"):
+        components[f"{prefix}_Truth_Ratio"] = truth_ratio_utility_score(
+            [i["score"] for i in _items(log, f"{prefix}_Truth_Ratio")])
+        components[f"{prefix}_Q_A_ROUGE"] = float(np.mean([i["rougeL_recall"] for i in _items(log, f"{prefix}_Q_A_ROUGE")]))
+    components["retain_Q_A_Prob"] = float(np.mean([i["prob"] for i in _items(log, "retain_Q_A_Prob")]))
+    for prefix in ("ra", "wf"):
+        components[f"{prefix}_Q_A_Prob_normalised"] = float(
+            np.mean([i["prob"] for i in _items(log, f"{prefix}_Q_A_Prob_normalised")]))
+    out.update(components)
+    out["model_utility"] = model_utility(components)
+    if retain_log is not None:
+        retain_tr = [item["score"] for item in _items(retain_log, "forget_truth_ratio")]
+        out["forget_quality"] = forget_quality(forget_tr, retain_tr)
+    return out
