@@ -66,3 +66,26 @@ def ce_u_loss_from_logprobs(
     per_token = value + weight * (logp - logp.detach())
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
     return reduce(per_token, mask, reduction, num_items_in_batch)
+
+
+def unified_cross_entropy_from_logprobs(
+    logprobs: torch.Tensor,
+    entropy: torch.Tensor,
+    unlearn_mask: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""`unified_cross_entropy` from per-token log p_y and entropy: -log p_y (CE) where ``unlearn_mask`` is False,
+    CE-U (as `ce_u_loss_from_logprobs`, same precision notes) where True. One loss for learning and unlearning."""
+    check_reduction(reduction)
+    check_same_shape("unlearn_mask", unlearn_mask, "logprobs", logprobs)
+    if mask is None:
+        mask = torch.ones_like(logprobs, dtype=torch.bool)
+    check_same_shape("mask", mask, "logprobs", logprobs)
+    mask = mask.to(torch.bool)
+    unlearn_mask = unlearn_mask.to(torch.bool)
+    ceu = ce_u_loss_from_logprobs(logprobs, entropy, mask & unlearn_mask, reduction="none")
+    cdtype = ceu.dtype
+    ce = torch.where(mask & ~unlearn_mask, -logprobs.to(cdtype), torch.zeros_like(ceu))
+    return reduce(torch.where(unlearn_mask, ceu, ce), mask, reduction, num_items_in_batch)

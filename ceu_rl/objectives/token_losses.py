@@ -94,3 +94,18 @@ def gradient_ascent_loss(
     learn = torch.zeros_like(labels, dtype=torch.bool)
     per_token, valid = per_token_unified_cross_entropy(logits, labels, learn, ignore_index)
     return reduce(-per_token, valid, reduction, num_items_in_batch)
+
+
+def reference_kl_loss(
+    logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100
+) -> torch.Tensor:
+    r"""Mean over valid positions of KL(p_ref || p): keeps the model's next-token distributions close to a frozen
+    reference on retain data. The regulariser of TOFU's "KL" baseline (Maini et al. 2024, Sec. 4; open-unlearning's
+    GradDiff with retain_loss_type=KL). Computed in float32."""
+    check_logits_labels(logits, labels, ignore_index)
+    check_same_shape("ref_logits", ref_logits, "logits", logits)
+    valid = labels != ignore_index
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ref_logp = torch.log_softmax(ref_logits.detach().float(), dim=-1)
+    per_token = torch.nn.functional.kl_div(logp, ref_logp, log_target=True, reduction="none").sum(-1)
+    return reduce(torch.where(valid, per_token, torch.zeros_like(per_token)), valid, "mean")

@@ -8,10 +8,9 @@ B x T x V logits are built.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from trl import DPOTrainer
 
-from ..objectives import ce_u_loss_from_logprobs
+from ..objectives import ceu_dpo_loss
 from .ceu_dpo_config import CEUDPOConfig
 
 # Batch keys that are not model inputs (as in TRL's DPOTrainer._compute_loss).
@@ -58,16 +57,14 @@ class CEUDPOTrainer(DPOTrainer):
         chosen_logratios = chosen_logps - ref_chosen_logps
         rejected_logratios = rejected_logps - ref_rejected_logps
 
-        # DPO term with the rejected side stopped: its gradient is DPO's chosen part only
-        dpo_term = -F.logsigmoid(self.beta * (chosen_logratios - rejected_logratios.detach()))
-        # DPO's adaptive weight on the rejected side, beta * sigma(-u), held constant
-        rejected_weight = (self.beta * torch.sigmoid(-self.beta * (chosen_logratios - rejected_logratios))).detach()
         rejected_mask = shift_mask.chunk(2, dim=0)[1].bool()
         rejected_token_logps = per_token_logps.chunk(2, dim=0)[1]
-        rejected_entropy = outputs.entropy[:, -seq_len:].chunk(2, dim=0)[1].detach()
-        ceu_per_token = ce_u_loss_from_logprobs(rejected_token_logps, rejected_entropy, rejected_mask, reduction="none")
-        ceu_term = self.args.ceu_weight * rejected_weight * ceu_per_token.sum(dim=1)
-        loss = (dpo_term + ceu_term).mean()
+        rejected_entropy = outputs.entropy[:, -seq_len:].chunk(2, dim=0)[1]
+        per_pair, dpo_term, ceu_term = ceu_dpo_loss(
+            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, rejected_token_logps,
+            rejected_entropy, rejected_mask, beta=self.beta, ceu_weight=self.args.ceu_weight,
+        )
+        loss = per_pair.mean()
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
 

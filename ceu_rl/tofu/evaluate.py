@@ -1,0 +1,187 @@
+"""Evaluate any causal LM on a TOFU forget split: every metric, batched, written in open-unlearning's layout.
+
+    python -m ceu_rl.tofu.evaluate --model PATH_OR_HUB_ID --forget_split forget10 --out DIR [--retain_log RETAIN.json]
+
+writes DIR/TOFU_EVAL.json (per-question values, keys as open-unlearning's) and DIR/TOFU_SUMMARY.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import metrics
+from .data import load_split
+from .formatting import IGNORE_INDEX, encode_qa, prompt_ids, resolve_prompt_format
+
+
+def _batches(items, size):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def answer_losses(model, tokenizer, questions, answers, prompt_format, max_length=512, batch_size=16, desc="loss"):
+    """Per-pair average answer-token NLL (open-unlearning's avg_loss): mean -log p over the answer tokens."""
+    encoded = [encode_qa(tokenizer, q, a, prompt_format, max_length) for q, a in zip(questions, answers)]
+    out = []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for batch in tqdm(list(_batches(encoded, batch_size)), desc=desc, leave=False):
+        width = max(len(e["input_ids"]) for e in batch)
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch])
+        labels = torch.tensor([e["labels"] + [IGNORE_INDEX] * (width - len(e["labels"])) for e in batch])
+        attn = (torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in batch])[:, None]).long()
+        device = model.device
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits[:, :-1].float()
+        shift = labels[:, 1:].to(device)
+        nll = F.cross_entropy(logits.transpose(1, 2), shift, ignore_index=IGNORE_INDEX, reduction="none").sum(1)
+        out.extend((nll / (shift != IGNORE_INDEX).sum(1).clamp(min=1)).tolist())
+    return out
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, questions, prompt_format, max_new_tokens=200, batch_size=16, desc="generate"):
+    """Greedy generations for ROUGE, left-padded batches, cut at EOS."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outs = []
+    for batch in tqdm(list(_batches(list(questions), batch_size)), desc=desc, leave=False):
+        encoded = [prompt_ids(tokenizer, q, prompt_format) for q in batch]
+        width = max(len(e) for e in encoded)
+        ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)
+        attn = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=model.device)
+        gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        outs.extend(t.strip() for t in tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
+    return outs
+
+
+def _by_index(values):
+    return {str(i): v for i, v in enumerate(values)}
+
+
+def _prob_entries(losses):
+    return [{"prob": float(np.exp(-l)), "avg_loss": float(l)} for l in losses]
+
+
+def _pert_entries(loss_matrix):
+    return [{"prob": [float(np.exp(-l)) for l in row], "avg_loss": [float(l) for l in row]} for row in loss_matrix]
+
+
+def _perturbed_losses(model, tokenizer, rows, fmt, **kw):
+    """avg losses of every perturbed answer, as a (questions, perturbations) matrix."""
+    n_pert = len(rows["perturbed_answer"][0])
+    if any(len(p) != n_pert for p in rows["perturbed_answer"]):
+        raise ValueError("Every question must have the same number of perturbed answers.")
+    cols = [answer_losses(model, tokenizer, rows["question"], [p[j] for p in rows["perturbed_answer"]], fmt,
+                          desc=f"perturbed {j + 1}/{n_pert}", **kw) for j in range(n_pert)]
+    return np.array(cols).T
+
+
+def _rouge_entries(model, tokenizer, questions, answers, fmt, max_new_tokens, batch_size):
+    gens = greedy_answers(model, tokenizer, questions, fmt, max_new_tokens, batch_size)
+    return [{**metrics.rouge_scores(g, a), "input": q, "ground_truth": a, "generation": g}
+            for q, a, g in zip(questions, answers, gens)]
+
+
+def _metric(values, agg):
+    return {"agg_value": agg, "value_by_index": _by_index(values)}
+
+
+def evaluate_split(model, tokenizer, rows, prefix, fmt, has_paraphrase, forget, max_new_tokens, batch_size,
+                   max_length):
+    """All metrics of one eval set (`rows`: dict of columns) under open-unlearning's key names."""
+    kw = dict(max_length=max_length, batch_size=batch_size)
+    log = {}
+    correct = answer_losses(model, tokenizer, rows["question"], rows["answer"], fmt, desc=f"{prefix} answers", **kw)
+    log[f"{prefix}_Q_A_Prob"] = _metric(_prob_entries(correct), float(np.mean(np.exp(-np.array(correct)))))
+    pert = _perturbed_losses(model, tokenizer, rows, fmt, **kw)
+    log[f"{prefix}_Q_A_PERT_Prob"] = _metric(_pert_entries(pert), float(np.mean(np.exp(-pert))))
+    if has_paraphrase:
+        para = answer_losses(model, tokenizer, rows["question"], rows["paraphrased_answer"], fmt,
+                             desc=f"{prefix} paraphrases", **kw)
+        log[f"{prefix}_Q_A_PARA_Prob"] = _metric(_prob_entries(para), float(np.mean(np.exp(-np.array(para)))))
+        reference = para
+    else:
+        norm = metrics.normalised_probability(np.exp(-np.array(correct)), np.exp(-pert))
+        log[f"{prefix}_Q_A_Prob_normalised"] = _metric([{"prob": float(v)} for v in norm], float(norm.mean()))
+        reference = correct
+    ratios = metrics.truth_ratios(reference, pert)
+    agg = metrics.truth_ratio_forget_score(ratios) if forget else metrics.truth_ratio_utility_score(ratios)
+    tr_key = "forget_truth_ratio" if forget else f"{prefix}_Truth_Ratio"
+    log[tr_key] = _metric([{"score": float(r)} for r in ratios], agg)
+    rouge = _rouge_entries(model, tokenizer, rows["question"], rows["answer"], fmt, max_new_tokens, batch_size)
+    log[f"{prefix}_Q_A_ROUGE"] = _metric(rouge, float(np.mean([r["rougeL_recall"] for r in rouge])))
+    return log
+
+
+def evaluate_tofu(model, tokenizer, forget_split="forget10", data_source=None, prompt_format="auto",
+                  retain_log: dict | None = None, max_new_tokens=200, batch_size=16, max_length=512,
+                  subsets: dict | None = None) -> dict:
+    """Evaluate on the forget split, the retain set, real authors and world facts. Returns the TOFU_EVAL dict.
+
+    `subsets` optionally restricts an eval set to some rows, e.g. {"retain": range(160)} (the mini-TOFU default).
+    `retain_log`: a retain model's TOFU_EVAL dict, for forget_quality (else it is left out).
+    """
+    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    subsets = subsets or {}
+    model.eval()
+    sets = {
+        "forget": (f"{forget_split}_perturbed", True, True),
+        "retain": ("retain_perturbed", True, False),
+        "ra": ("real_authors_perturbed", False, False),
+        "wf": ("world_facts_perturbed", False, False),
+    }
+    log = {}
+    for prefix, (split, has_para, forget) in sets.items():
+        data = load_split(split, data_source)
+        if prefix in subsets:
+            data = data.select(list(subsets[prefix]))
+        rows = data.to_dict()
+        log.update(evaluate_split(model, tokenizer, rows, prefix, fmt, has_para, forget, max_new_tokens, batch_size,
+                                  max_length))
+    summary = metrics.summary_from_eval_log(log, retain_log)
+    log["model_utility"] = {"agg_value": summary["model_utility"]}
+    log["forget_quality"] = {"agg_value": summary.get("forget_quality")}
+    return log
+
+
+def write_eval(log: dict, out_dir: str | Path, retain_log: dict | None = None) -> dict:
+    """Write TOFU_EVAL.json and TOFU_SUMMARY.json (open-unlearning's layout); return the summary."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "TOFU_EVAL.json").write_text(json.dumps(log, indent=2))
+    summary = metrics.summary_from_eval_log(log, retain_log)
+    (out / "TOFU_SUMMARY.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv=None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = argparse.ArgumentParser(description="Evaluate a causal LM on TOFU")
+    p.add_argument("--model", required=True, help="hub id or local path")
+    p.add_argument("--forget_split", default="forget10", choices=["forget01", "forget05", "forget10"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--retain_log", help="retain model's TOFU_EVAL.json, for forget_quality")
+    p.add_argument("--data_source", default=None, help="folder of TOFU JSON files, or 'hub' (default: shipped copy)")
+    p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"])
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--max_new_tokens", type=int, default=200)
+    args = p.parse_args(argv)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto")
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    retain = json.loads(Path(args.retain_log).read_text()) if args.retain_log else None
+    log = evaluate_tofu(model, tokenizer, args.forget_split, args.data_source, args.prompt_format, retain,
+                        args.max_new_tokens, args.batch_size)
+    print(json.dumps(write_eval(log, args.out, retain), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,6 @@
+"""Unlearning with any objective of `ceu_rl.objectives` (GA, GradDiff, NPO, SimNPO, CE-U, CE-U+retain, KL, IdkDPO)."""
+
+from .unlearn_config import OBJECTIVES, UnlearnConfig
+from .unlearn_trainer import UnlearnTrainer
+
+__all__ = ["OBJECTIVES", "UnlearnConfig", "UnlearnTrainer"]

@@ -1,0 +1,179 @@
+"""UnlearnTrainer: a transformers Trainer whose loss is one unlearning objective of `ceu_rl.objectives`.
+
+Per step it reads a forget batch (and a retain batch, and an "I don't know" batch for IdkDPO), gets per-token
+log-probs and entropies from TRL's fused LM head (no B x T x V logits), and calls the objective. Logged every step:
+each term of the loss, the mean p_y on forget tokens, and transformers' gradient norm.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+
+import torch
+from transformers import Trainer
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.trainer.utils import add_fused_lm_head
+
+from .. import objectives as obj
+from ..tofu.formatting import IGNORE_INDEX, resolve_prompt_format
+from .data import ForgetRetainCollator, ForgetRetainDataset
+from .unlearn_config import UnlearnConfig
+
+
+def _shifted(batch):
+    labels = batch["labels"][:, 1:]
+    return labels, labels != IGNORE_INDEX
+
+
+def _mask_first_answer_tokens(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Set the first n answer (non-ignored) positions of each row to IGNORE_INDEX."""
+    if n == 0:
+        return labels
+    answer_pos = (labels != IGNORE_INDEX).cumsum(dim=1)
+    return labels.masked_fill((labels != IGNORE_INDEX) & (answer_pos <= n), IGNORE_INDEX)
+
+
+class UnlearnTrainer(Trainer):
+    """Unlearn `forget_dataset` (question/answer rows) with `args.objective`; `retain_dataset` for objectives that
+    use one; `ref_model` (default: a frozen copy of the model before unlearning) for NPO, KL and IdkDPO."""
+
+    def __init__(self, model, args: UnlearnConfig, forget_dataset, retain_dataset=None, processing_class=None,
+                 ref_model=None, idk_answers=None, peft_config=None, **kwargs):
+        if not isinstance(args, UnlearnConfig):
+            raise ValueError("args must be an UnlearnConfig (it carries the objective).")
+        if processing_class is None:
+            raise ValueError("processing_class (the tokenizer) is required to encode the TOFU questions and answers.")
+        if args.needs_retain and retain_dataset is None:
+            raise ValueError(f"objective={args.objective!r} needs a retain_dataset (it regularises on retain data).")
+        if args.objective.endswith("idk_dpo") and not idk_answers:
+            raise ValueError(f"objective={args.objective!r} needs idk_answers (e.g. ceu_rl.tofu.load_idk()).")
+        tokenizer = processing_class
+        fmt = resolve_prompt_format(args.prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+        train_dataset = ForgetRetainDataset(
+            tokenizer, forget_dataset, retain_dataset if args.needs_retain else None, fmt, args.max_length,
+            idk_answers if args.objective.endswith("idk_dpo") else None, seed=args.seed,
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if args.needs_reference and ref_model is None:
+            ref_model = None if peft_config is not None else copy.deepcopy(model)
+        add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
+                         data_collator=ForgetRetainCollator(pad), **kwargs)
+        self.ref_model = ref_model
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+            add_fused_lm_head(ref_model)
+            if self.is_deepspeed_enabled:
+                self.ref_model = prepare_deepspeed(ref_model, self.accelerator)
+            elif self.is_fsdp_enabled:
+                self.ref_model = prepare_fsdp(ref_model, self.accelerator)
+            else:
+                self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    # ---- forward helpers -------------------------------------------------------------------------------------
+    def _token_logps(self, model, batch, labels=None):
+        """Per-token log p(label) and entropy from the fused head; `labels` default to the batch's."""
+        labels = batch["labels"] if labels is None else labels
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                    fused_lm_head=True, use_cache=False)
+        return out.log_probs, out.entropy, labels[:, 1:] != IGNORE_INDEX
+
+    @torch.no_grad()
+    def _ref_logps(self, batch):
+        if self.ref_model is not None:
+            return self._token_logps(self.ref_model, batch)[0]
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # PEFT: the base model is the reference
+            return self._token_logps(self.model, batch)[0]
+
+    def _logits(self, model, batch):
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
+
+    def _retain_ce(self, model, inputs):
+        logp, ent, mask = self._token_logps(model, inputs["retain"])
+        return obj.unified_cross_entropy_from_logprobs(logp, ent.detach(), torch.zeros_like(mask), mask)
+
+    # ---- the loss --------------------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        a = self.args
+        forget = inputs["forget"]
+        if a.objective.startswith("ce_u") and not a.objective.endswith("idk_dpo"):
+            forget = {**forget, "labels": _mask_first_answer_tokens(forget["labels"], a.ignore_first_n_answer_tokens)}
+        terms = {}
+        if a.ce_u_from_logits and a.objective in ("ce_u", "ce_u_retain"):
+            logits = self._logits(model, forget)
+            labels, mask = _shifted(forget)
+            with torch.no_grad():
+                logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            terms["forget"] = obj.ce_u_loss(logits, labels)
+        else:
+            logp, ent, mask = self._token_logps(model, forget)
+            no_unlearn = torch.zeros_like(mask)
+            if a.objective in ("ga", "grad_diff", "kl"):
+                terms["forget"] = -obj.unified_cross_entropy_from_logprobs(logp, ent.detach(), no_unlearn, mask)
+            elif a.objective == "npo":
+                terms["forget"] = obj.npo_loss(logp.sum(1), self._ref_logps(forget).sum(1), beta=a.beta)
+            elif a.objective == "simnpo":
+                terms["forget"] = obj.simnpo_loss(logp.sum(1), mask.sum(1).clamp(min=1), beta=a.beta, delta=a.delta)
+            elif a.objective == "ce_u":
+                terms["forget"] = obj.ce_u_loss_from_logprobs(logp, ent, mask)
+            elif a.objective.endswith("idk_dpo"):
+                idk_logp, idk_ent, idk_mask = self._token_logps(model, inputs["idk"])
+                ref_idk, ref_forget = self._ref_logps(inputs["idk"]).sum(1), self._ref_logps(forget).sum(1)
+                if a.objective == "idk_dpo":
+                    terms["forget"] = obj.dpo_loss(idk_logp.sum(1), logp.sum(1), ref_idk, ref_forget, a.beta).mean()
+                else:
+                    terms["forget"] = obj.ceu_dpo_loss(idk_logp.sum(1), logp.sum(1), ref_idk, ref_forget, logp, ent,
+                                                       mask, beta=a.beta)[0].mean()
+        if a.objective == "ce_u_retain":
+            # the unified loss: one token mean over CE-U (forget) and CE (retain) tokens
+            if a.ce_u_from_logits:
+                r_logits = self._logits(model, inputs["retain"])
+                r_labels, _ = _shifted(inputs["retain"])
+                vocab = logits.shape[-1]
+                all_logits = torch.cat([logits.reshape(-1, vocab), r_logits.reshape(-1, vocab)])
+                all_labels = torch.cat([labels.reshape(-1), r_labels.reshape(-1)])
+                unlearn = torch.cat([torch.ones_like(labels.reshape(-1), dtype=torch.bool),
+                                     torch.zeros_like(r_labels.reshape(-1), dtype=torch.bool)])
+                loss = obj.unified_cross_entropy(all_logits, all_labels, unlearn)
+            else:
+                r_logp, r_ent, r_mask = self._token_logps(model, inputs["retain"])
+                unlearn = torch.cat([torch.ones_like(mask.reshape(-1)), torch.zeros_like(r_mask.reshape(-1))])
+                loss = obj.unified_cross_entropy_from_logprobs(
+                    torch.cat([logp.reshape(-1), r_logp.reshape(-1)]), torch.cat([ent.reshape(-1), r_ent.reshape(-1)]),
+                    unlearn, torch.cat([mask.reshape(-1), r_mask.reshape(-1)]))
+            terms["total"] = loss
+        else:
+            loss = a.gamma * terms["forget"]
+            if a.objective == "kl":
+                r_logits = self._logits(model, inputs["retain"])
+                with torch.no_grad():
+                    ref_logits = self._logits(self.ref_model, inputs["retain"])
+                r_labels, _ = _shifted(inputs["retain"])
+                terms["retain"] = obj.reference_kl_loss(r_logits, ref_logits, r_labels)
+            elif a.needs_retain:
+                terms["retain"] = self._retain_ce(model, inputs)
+            if "retain" in terms:
+                loss = loss + a.alpha * terms["retain"]
+        self._log_step(terms, logp, mask)
+        return (loss, None) if return_outputs else loss
+
+    def _log_step(self, terms, forget_logp, forget_mask):
+        mode = "train" if self.model.training else "eval"
+        gather = self.accelerator.gather_for_metrics
+        for name, value in terms.items():
+            self._metrics[mode][f"loss/{name}"].append(gather(value.detach().reshape(1)).mean().item())
+        count = gather(forget_mask.sum().reshape(1)).sum()
+        p_sum = gather((forget_logp.detach().float().exp() * forget_mask).sum().reshape(1)).sum()
+        self._metrics[mode]["forget/p_y_mean"].append((p_sum / count.clamp(min=1)).item())
+
+    def log(self, logs, start_time=None):
+        mode = "train" if self.model.training else "eval"
+        logs.update({k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v})
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
