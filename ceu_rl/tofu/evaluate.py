@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm.auto import tqdm  # TQDM_DISABLE=1 silences the bars
 
 from . import metrics
 from .data import load_split
