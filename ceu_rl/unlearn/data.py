@@ -1,5 +1,6 @@
 """Forget/retain pairing and padding for UnlearnTrainer (as open-unlearning's ForgetRetainDataset: each forget item
-is paired with a random retain item)."""
+is paired with a random retain item; here the pairing is seeded per index, so it does not depend on the process
+count)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class ForgetRetainDataset(Dataset):
             rng = random.Random(seed)
             self.idk = [encode_qa(tokenizer, q, rng.choice(idk_answers), prompt_format, max_length)
                         for q in forget["question"]]
-        self._rng = random.Random(seed)
+        self.seed = seed
 
     def __len__(self):
         return len(self.forget)
@@ -41,7 +42,8 @@ class ForgetRetainDataset(Dataset):
     def __getitem__(self, i):
         item = {"forget": self.forget[i]}
         if self.retain is not None:
-            item["retain"] = self.retain[self._rng.randrange(len(self.retain))]
+            # a retain partner fixed by (seed, index): the same pairs whatever the number of processes
+            item["retain"] = self.retain[random.Random(self.seed * 1_000_003 + i).randrange(len(self.retain))]
         if self.idk is not None:
             item["idk"] = self.idk[i]
         return item

@@ -1,0 +1,91 @@
+"""DPO or CE-U-DPO with TRL (CEUDPOTrainer is TRL's DPOTrainer plus loss_type="ceu").
+
+    python recipes/dpo.py --config recipes/configs/dpo/ceu_tiny.yaml [--any_field value ...]
+
+Offline default (`model_name_or_path: tiny`, `dataset_name: tofu_perturbed`): a tiny Llama built locally and briefly
+supervised on both answers (so that the rejected answers start likely, as after SFT), and a preference dataset made
+from TOFU (chosen: the true answer; rejected: a perturbed answer). With a hub model and dataset it is TRL's usual
+script: `--model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/ultrafeedback_binarized`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, load_dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from trl import TrlParser
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tofu_common import ModelArguments, peft_config  # noqa: E402
+
+from ceu_rl import CEUDPOConfig, CEUDPOTrainer  # noqa: E402
+from ceu_rl.tiny_models import save_tiny_model  # noqa: E402
+from ceu_rl.tofu import load_split  # noqa: E402
+from ceu_rl.tofu.finetune import finetune  # noqa: E402
+
+
+@dataclass
+class DataArguments:
+    dataset_name: str = field(default="tofu_perturbed", metadata={"help": "'tofu_perturbed' (local) or a hub dataset"})
+    dataset_split: str = field(default="train", metadata={"help": "hub dataset split"})
+    num_pairs: int = field(default=64, metadata={"help": "tofu_perturbed: number of preference pairs"})
+    tiny_sft_epochs: int = field(default=8, metadata={"help": "tiny model: SFT epochs on chosen + rejected first"})
+
+
+def tofu_preference_dataset(num_pairs: int) -> Dataset:
+    rows = load_split("forget10_perturbed").select(range(num_pairs))
+    return Dataset.from_dict({
+        "prompt": [f"Question: {q}\nAnswer:" for q in rows["question"]],
+        "chosen": [" " + a for a in rows["answer"]],
+        "rejected": [" " + p[0] for p in rows["perturbed_answer"]],
+    })
+
+
+def build_tiny_model(out: Path, dataset: Dataset, sft_epochs: int, seed: int) -> str:
+    """Tiny Llama, supervised on both completions so that DPO starts from likely rejected answers."""
+    path = out / "tiny_sft"
+    if (path / "config.json").is_file():
+        return str(path)
+    texts = [*dataset["prompt"], *dataset["chosen"], *dataset["rejected"]]
+    base = save_tiny_model(out / "tiny_init", texts, vocab_size=512, seed=seed, hidden_size=64, num_layers=2)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    both = Dataset.from_dict({"question": [p[len("Question: "):-len("\nAnswer:")] for p in dataset["prompt"]] * 2,
+                              "answer": [*dataset["chosen"], *dataset["rejected"]]})
+    args = TrainingArguments(output_dir=str(out / "tiny_sft_run"), use_cpu=True, num_train_epochs=sft_epochs,
+                             learning_rate=3e-3, per_device_train_batch_size=16, save_strategy="no", report_to="none",
+                             disable_tqdm=True, logging_steps=50, seed=seed)
+    finetune(model, tokenizer, both, args, prompt_format="plain", max_length=256)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def main(argv=None):
+    model_args, data_args, cfg = TrlParser((ModelArguments, DataArguments, CEUDPOConfig)).parse_args_and_config(argv)
+    if data_args.dataset_name == "tofu_perturbed":
+        dataset = tofu_preference_dataset(data_args.num_pairs)
+    else:
+        dataset = load_dataset(data_args.dataset_name, split=data_args.dataset_split)
+    model_path = model_args.model_name_or_path
+    if model_path == "tiny":
+        model_path = build_tiny_model(Path(cfg.output_dir), dataset, data_args.tiny_sft_epochs, cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    trainer = CEUDPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
+                            peft_config=peft_config(model_args))
+    trainer.train()
+    trainer.save_model(cfg.output_dir)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    Path(cfg.output_dir, "log_history.json").write_text(json.dumps(history, indent=2))
+    return history
+
+
+if __name__ == "__main__":
+    main()

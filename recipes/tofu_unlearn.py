@@ -1,0 +1,79 @@
+"""Unlearn a TOFU-finetuned model on a forget split with any objective; evaluate before and after.
+
+    python recipes/tofu_unlearn.py --config recipes/configs/tofu/ce_u.yaml [--any_field value ...]
+    accelerate launch --config_file recipes/accelerate/ddp.yaml recipes/tofu_unlearn.py --config ...
+
+Writes <output_dir>/results.json (+ results.md, one Markdown row per run) and the evaluations under
+<output_dir>/eval_{before,after}/TOFU_{EVAL,SUMMARY}.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import TrlParser
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tofu_common import ModelArguments, load_model_and_tokenizer, peft_config, write_results  # noqa: E402
+
+from ceu_rl import UnlearnConfig, UnlearnTrainer  # noqa: E402
+from ceu_rl.tofu import FORGET_TO_RETAIN, load_idk, load_split  # noqa: E402
+from ceu_rl.tofu.evaluate import evaluate_tofu, write_eval  # noqa: E402
+
+
+@dataclass
+class TofuArguments:
+    forget_split: str = field(default="forget10", metadata={"help": "forget01, forget05 or forget10"})
+    retain_split: str | None = field(default=None, metadata={"help": "default: the retain split that completes forget_split"})
+    data_source: str | None = field(default=None, metadata={"help": "folder of TOFU JSON files, 'hub', or the shipped copy"})
+    retain_log: str | None = field(default=None, metadata={"help": "retain model's TOFU_EVAL.json, for forget quality"})
+    evaluate_before: bool = field(default=True, metadata={"help": "evaluate the model before unlearning too"})
+    eval_batch_size: int = field(default=16, metadata={"help": "evaluation batch size"})
+    eval_max_new_tokens: int = field(default=200, metadata={"help": "greedy tokens for ROUGE"})
+    eval_questions: int | None = field(default=None, metadata={"help": "evaluate only the first n questions per set (smoke runs)"})
+
+
+def _evaluate(model, tokenizer, tofu, cfg, retain_log, out):
+    subsets = None
+    if tofu.eval_questions:
+        subsets = {k: range(tofu.eval_questions) for k in ("forget", "retain", "ra", "wf")}
+    log = evaluate_tofu(model, tokenizer, tofu.forget_split, tofu.data_source, cfg.prompt_format, retain_log,
+                        tofu.eval_max_new_tokens, tofu.eval_batch_size, cfg.max_length, subsets)
+    return write_eval(log, out, retain_log)
+
+
+def main():
+    parser = TrlParser((ModelArguments, TofuArguments, UnlearnConfig))
+    model_args, tofu, cfg = parser.parse_args_and_config()
+    if tofu.forget_split not in FORGET_TO_RETAIN:
+        raise SystemExit(f"error: forget_split must be one of {sorted(FORGET_TO_RETAIN)}, got {tofu.forget_split!r}")
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    forget = load_split(tofu.forget_split, tofu.data_source)
+    retain = load_split(tofu.retain_split or FORGET_TO_RETAIN[tofu.forget_split], tofu.data_source)
+    retain_log = json.loads(Path(tofu.retain_log).read_text()) if tofu.retain_log else None
+    out = Path(cfg.output_dir)
+
+    trainer = UnlearnTrainer(model=model, args=cfg, forget_dataset=forget, retain_dataset=retain,
+                             processing_class=tokenizer, idk_answers=load_idk(tofu.data_source),
+                             peft_config=peft_config(model_args))
+    record = {"model": model_args.model_name_or_path, "objective": cfg.objective, "forget_split": tofu.forget_split}
+    if tofu.evaluate_before and trainer.accelerator.is_main_process:
+        record["before"] = _evaluate(trainer.model, tokenizer, tofu, cfg, retain_log, out / "eval_before")
+    trainer.train()
+    trainer.save_model(str(out / "model"))
+    record["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
+    if trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        after = record["after"] = _evaluate(model, tokenizer, tofu, cfg, retain_log, out / "eval_after")
+        fq = after.get("forget_quality")
+        row = (f"| {model_args.model_name_or_path} | {cfg.objective} | {'n/a' if fq is None else f'{fq:.3g}'} | "
+               f"{after['model_utility']:.3f} | {after['forget_truth_ratio']:.3f} | {after['forget_Q_A_ROUGE']:.3f} |")
+        write_results(out / "results.json", record, row)
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
