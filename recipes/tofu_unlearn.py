@@ -64,6 +64,8 @@ def main():
         record["before"] = _evaluate(trainer.model, tokenizer, tofu, cfg, retain_log, out / "eval_before")
     trainer.train()
     trainer.save_model(str(out / "model"))
+    if trainer.accelerator.is_main_process:
+        (out / "world_size.json").write_text(json.dumps(trainer.accelerator.num_processes))
     record["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)

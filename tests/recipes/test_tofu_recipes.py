@@ -48,7 +48,7 @@ def _common(model, data, out, objective, batch):
             "--data_source", str(data), "--forget_split", "forget01", "--retain_log", "", "--use_cpu", "true",
             "--bf16", "false", "--optim", "adamw_torch", "--gradient_checkpointing", "false", "--max_length", "128",
             "--num_train_epochs", "1", "--per_device_train_batch_size", str(batch), "--gradient_accumulation_steps",
-            "1", "--learning_rate", "1e-3", "--warmup_ratio", "0", "--prompt_format", "plain", "--eval_questions",
+            "1", "--learning_rate", "1e-3", "--warmup_steps", "0", "--prompt_format", "plain", "--eval_questions",
             "2", "--eval_max_new_tokens", "4", "--output_dir", str(out), "--seed", "0", "--data_seed", "0"]
 
 
@@ -67,14 +67,17 @@ def test_unlearn_recipe_writes_results(tiny_tofu, tmp_path):
 def test_ddp_two_processes_equal_one_process(tiny_tofu, tmp_path):
     """SimNPO is a per-sequence mean, so DDP's gradient average over equal local batches is the global mean."""
     model, data = tiny_tofu
-    extra = ["--alpha", "0", "--evaluate_before", "false"]
+    extra = ["--alpha", "0", "--beta", "0.1", "--evaluate_before", "false"]
     _run([sys.executable, str(RECIPE), *_common(model, data, tmp_path / "one", "simnpo", 4), *extra])
-    _run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", str(RECIPE),
+    # `accelerate launch --cpu` starts one process; torchrun's launcher with the recipe's use_cpu=true gives 2 gloo
+    # processes (accelerate's MULTI_CPU)
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines",
+          "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29541", str(RECIPE),
           *_common(model, data, tmp_path / "two", "simnpo", 2), *extra])
     one = json.loads((tmp_path / "one" / "results.json").read_text())["train_log"]
     two = json.loads((tmp_path / "two" / "results.json").read_text())["train_log"]
     assert len(one) == len(two) == 2
+    assert json.loads((tmp_path / "two" / "world_size.json").read_text()) == 2
     for a, b in zip(one, two):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
     w1 = load_file(tmp_path / "one" / "model" / "model.safetensors")
