@@ -1,0 +1,125 @@
+"""CEUDPOTrainer (loss_type="ceu") vs TRL's DPOTrainer (sigmoid): training-step time and peak memory.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dpo_trainer.py [--rounds 9]
+Writes benchmarks/results/dpo_trainer.json. Same model (a local Llama, hidden 256, 4 layers, vocab 8k), same batch,
+one thread. Step time: median of interleaved rounds (A B A B ...) of `trainer.training_step` in one process, with the
+spread. Peak memory: one fresh subprocess per variant, rise of max RSS over 3 steps after the trainer is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import DPOConfig, DPOTrainer
+
+from ceu_rl import CEUDPOConfig, CEUDPOTrainer
+from ceu_rl.tiny_models import save_tiny_model
+from ceu_rl.tofu import load_split
+
+VARIANTS = ("trl_sigmoid", "ceu")
+
+
+def _data():
+    rows = load_split("forget10_perturbed").select(range(64))
+    return Dataset.from_dict({"prompt": [f"Question: {q}\nAnswer:" for q in rows["question"]],
+                              "chosen": [" " + a for a in rows["answer"]],
+                              "rejected": [" " + p[0] for p in rows["perturbed_answer"]]})
+
+
+def _model_dir(root: Path) -> Path:
+    path = root / "bench-model"
+    if not (path / "config.json").is_file():
+        data = _data()
+        save_tiny_model(path, [*data["prompt"], *data["chosen"], *data["rejected"]] * 3, vocab_size=8000,
+                        hidden_size=256, num_layers=4, num_heads=4)
+    return path
+
+
+def _trainer(variant: str, model_dir: Path, out: Path):
+    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, per_device_train_batch_size=8,
+                  gradient_checkpointing=False, report_to=[], save_strategy="no", max_length=256, beta=0.1)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    ref = AutoModelForCausalLM.from_pretrained(model_dir)
+    if variant == "ceu":
+        return CEUDPOTrainer(model=model, ref_model=ref, args=CEUDPOConfig(loss_type="ceu", **common),
+                             train_dataset=_data(), processing_class=tok)
+    return DPOTrainer(model=model, ref_model=ref, args=DPOConfig(loss_type="sigmoid", **common),
+                      train_dataset=_data(), processing_class=tok)
+
+
+def _batch(trainer):
+    return next(iter(trainer.get_train_dataloader()))
+
+
+def memory_worker(variant: str, root: Path) -> None:
+    trainer = _trainer(variant, _model_dir(root), root)
+    trainer.create_optimizer()
+    batch = _batch(trainer)
+    trainer.model.train()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        trainer.training_step(trainer.model, batch)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_extra_mib": (after - before) / 1024}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--worker", choices=VARIANTS)
+    p.add_argument("--root", default=None)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "dpo_trainer.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    root = Path(args.root or tempfile.mkdtemp(prefix="bench-dpo-"))
+    if args.worker:
+        memory_worker(args.worker, root)
+        return
+    _model_dir(root)
+    # max RSS survives fork and exec: measure memory in children while this parent is still small
+    mem = {}
+    for v in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--worker", v, "--root", str(root)], check=True,
+                             capture_output=True, text=True)
+        mem[v] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+    trainers = {v: _trainer(v, _model_dir(root), root) for v in VARIANTS}
+    batch = _batch(trainers["ceu"])
+    times = {v: [] for v in VARIANTS}
+    for t in trainers.values():
+        t.model.train()
+        t.training_step(t.model, batch)  # warm-up
+    for _ in range(args.rounds):
+        for v, t in trainers.items():
+            start = time.perf_counter()
+            t.training_step(t.model, batch)
+            times[v].append(time.perf_counter() - start)
+    med = {v: statistics.median(x) for v, x in times.items()}
+    report = {
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dpo_trainer.py " + " ".join(sys.argv[1:]),
+        "model": "Llama hidden 256, 4 layers, vocab 8000; batch 8 pairs; max_length 256",
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "step_time_s": {v: {"median": med[v], "min": min(x), "max": max(x), "rounds": len(x)} for v, x in times.items()},
+        "peak_extra_mib": mem,
+        "time_ratio_ceu_over_trl": med["ceu"] / med["trl_sigmoid"],
+        "memory_ratio_ceu_over_trl": mem["ceu"] / mem["trl_sigmoid"] if mem["trl_sigmoid"] else None,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
