@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dpo_trainer.py [--rounds 9]
 Writes benchmarks/results/dpo_trainer.json. Same model (a local Llama, hidden 256, 4 layers, vocab 8k), same batch,
-one thread. Step time: median of interleaved rounds (A B A B ...) of `trainer.training_step` in one process, with the
-spread. Peak memory: one fresh subprocess per variant, rise of max RSS over 3 steps after the trainer is built.
+one thread. Step time: median of interleaved rounds (A B A B ...) of `trainer.training_step` (forward + backward;
+the optimizer step is the same for both) in one process, with the spread. Peak memory: one fresh subprocess per variant, rise of max RSS over 3 steps after the trainer is built.
 """
 
 from __future__ import annotations
@@ -62,12 +62,12 @@ def _trainer(variant: str, model_dir: Path, out: Path):
 
 
 def _batch(trainer):
+    trainer.current_gradient_accumulation_steps = 1  # set by train(); training_step is called directly here
     return next(iter(trainer.get_train_dataloader()))
 
 
 def memory_worker(variant: str, root: Path) -> None:
     trainer = _trainer(variant, _model_dir(root), root)
-    trainer.create_optimizer()
     batch = _batch(trainer)
     trainer.model.train()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -100,6 +100,7 @@ def main() -> None:
     batch = _batch(trainers["ceu"])
     times = {v: [] for v in VARIANTS}
     for t in trainers.values():
+        t.current_gradient_accumulation_steps = 1
         t.model.train()
         t.training_step(t.model, batch)  # warm-up
     for _ in range(args.rounds):

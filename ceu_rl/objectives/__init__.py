@@ -1,6 +1,7 @@
 """Pure loss functions: CE-U, the unified CE/CE-U loss, and the unlearning baselines. No trainer code here."""
 
 from .logprob_form import ce_u_loss_from_logprobs, unified_cross_entropy_from_logprobs
+from .policy_gradient_losses import ceu_grpo_token_loss, grpo_token_loss
 from .preference_losses import ceu_dpo_loss, dpo_loss
 from .sequence_losses import npo_loss, simnpo_loss
 from .token_losses import ce_u_loss, gradient_ascent_loss, reference_kl_loss, unified_cross_entropy
@@ -9,8 +10,10 @@ __all__ = [
     "ce_u_loss",
     "ce_u_loss_from_logprobs",
     "ceu_dpo_loss",
+    "ceu_grpo_token_loss",
     "dpo_loss",
     "gradient_ascent_loss",
+    "grpo_token_loss",
     "npo_loss",
     "reference_kl_loss",
     "simnpo_loss",
