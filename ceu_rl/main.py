@@ -1,7 +1,8 @@
 """The README's main command: `bash run.sh main` (python -m ceu_rl.main).
 
 Runs the embedded default offline: the CE-U vs gradient-ascent gradient table, then mini-TOFU (finetune a tiny Llama
-on TOFU, unlearn it with every objective at matched settings, evaluate, write the table and plots).
+on TOFU, unlearn it with every objective at matched settings, evaluate, write the table and plots), then the
+gradient-stability plots of `analysis` (quick version).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def main(argv=None) -> None:
     if args.objectives:
         cfg.objectives = tuple(args.objectives)
     run(cfg, workers=args.workers)
+
+    from analysis.plots import make_all
+
+    files = make_all(f"{args.out}/analysis", quick=True)
+    print("gradient-stability plots (python -m analysis plots --quick):", ", ".join(str(f) for f in files.values()))
 
 
 if __name__ == "__main__":
