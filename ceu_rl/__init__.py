@@ -19,6 +19,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "CEUDPOConfig": "ceu_rl.trainers",
     "CEUDPOTrainer": "ceu_rl.trainers",
+    "CEUGRPOConfig": "ceu_rl.trainers",
+    "CEUGRPOTrainer": "ceu_rl.trainers",
     "UnlearnConfig": "ceu_rl.unlearn",
     "UnlearnTrainer": "ceu_rl.unlearn",
 }
