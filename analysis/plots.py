@@ -22,7 +22,8 @@ PAIRS = {
         ("grpo_negative", cf.grpo_negative, {"advantage": -1.0, "ratio": 1.0}),
         ("ceu_grpo_negative", cf.ceu_grpo_negative, {"advantage": -1.0, "ratio": 1.0})],
 }
-TRACE_PAIRS = {"GA vs CE-U (unlearning)": ("ga", "ce_u"), "DPO vs CE-U-DPO": ("dpo", "ce_u_dpo")}
+TRACE_PAIRS = {"GA vs CE-U (unlearning)": ("ga", "ce_u"), "DPO vs CE-U-DPO": ("dpo", "ce_u_dpo"),
+               "GRPO vs CE-U-GRPO": ("grpo", "ce_u_grpo")}
 
 
 def confidence_grid(quick: bool) -> np.ndarray:
@@ -83,7 +84,7 @@ def plot_training_traces(traces: dict, path: Path) -> None:
             steps = [r["step"] for r in recs]
             axes[0, col].plot(steps, [r["grad_norm"] for r in recs], label=name)
             axes[1, col].plot(steps, [r["loss"] for r in recs], label=name)
-            axes[2, col].plot(steps, [r["p_y_mean"] for r in recs], label=name)
+            axes[2, col].plot(steps, [r.get("p_y_mean", np.nan) for r in recs], label=name)
         axes[0, col].set_title(title)
         for row, label in enumerate(("whole-model gradient norm", "loss", "mean p_y on targeted tokens")):
             axes[row, col].set_ylabel(label)

@@ -9,10 +9,11 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 from trl import DPOConfig, DPOTrainer
 
-from ceu_rl import CEUDPOConfig, CEUDPOTrainer, UnlearnConfig, UnlearnTrainer
+from ceu_rl import CEUDPOConfig, CEUDPOTrainer, CEUGRPOConfig, CEUGRPOTrainer, UnlearnConfig, UnlearnTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
 from ceu_rl.tofu.finetune import finetune
+from ceu_rl.tofu.rewards import forget_answer_penalty
 
 from .callback import GradientTraceCallback, TokenProbabilityProbe
 
@@ -69,5 +70,17 @@ def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) ->
         model = AutoModelForCausalLM.from_pretrained(model_path)
         trainer_cls(model=model, ref_model=AutoModelForCausalLM.from_pretrained(model_path), args=config,
                     train_dataset=pairs, processing_class=tok, callbacks=[cb]).train()
+        traces[name] = cb.to_dict()
+    # GRPO vs CE-U-GRPO: reward = not reproducing the memorised answer; p on negative-advantage tokens is logged by
+    # CEUGRPOTrainer in both modes ("pg" is TRL's loss)
+    prompts_ds = Dataset.from_dict({"prompt": prompts, "answer": answers})
+    grpo_common = {k: v for k, v in common.items() if k != "per_device_train_batch_size"}
+    for name, objective in (("grpo", "pg"), ("ce_u_grpo", "ceu")):
+        cb = GradientTraceCallback(TokenProbabilityProbe(tok, prompts, [" " + a for a in answers]))
+        config = CEUGRPOConfig(output_dir=str(out / name), negative_objective=objective, bf16=False,
+                               gradient_checkpointing=False, per_device_train_batch_size=8, num_generations=4,
+                               max_completion_length=16, beta=0.0, **grpo_common)
+        CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), reward_funcs=forget_answer_penalty,
+                       args=config, train_dataset=prompts_ds, processing_class=tok, callbacks=[cb]).train()
         traces[name] = cb.to_dict()
     return traces

@@ -25,10 +25,18 @@ class CEUGRPOTrainer(GRPOTrainer):
             raise ValueError("CEUGRPOTrainer needs a CEUGRPOConfig (it carries negative_objective).")
         super().__init__(model, reward_funcs, args, *pargs, **kwargs)
 
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        self._last_per_token_logps = logps  # pg mode reads it for the p-on-negative-tokens metric
+        return (logps, entropies, *rest)
+
     def _compute_loss(self, model, inputs):
         if self.args.negative_objective == "pg":
-            return super()._compute_loss(model, inputs)
+            loss = super()._compute_loss(model, inputs)  # TRL's loss, unchanged
+            self._log_negative_token_metrics("train" if self.model.training else "eval", inputs)
+            return loss
         mode = "train" if self.model.training else "eval"
+        self._current_inputs = inputs
         prompt_ids, prompt_mask = inputs["prompt_ids"], inputs["prompt_mask"]
         completion_ids, completion_mask = inputs["completion_ids"], inputs["completion_mask"]
         mask = completion_mask if "tool_mask" not in inputs else completion_mask * inputs["tool_mask"]
@@ -100,7 +108,20 @@ class CEUGRPOTrainer(GRPOTrainer):
         metrics["clip_ratio/low_mean"].append(global_masked_mean(low))
         metrics["clip_ratio/high_mean"].append(global_masked_mean(high))
         metrics["clip_ratio/region_mean"].append(global_masked_mean(torch.maximum(low, high)))
-        negative = (advantages < 0).expand_as(mask).float() * mask
-        metrics["ceu/negative_fraction"].append(global_masked_mean(negative))
-        metrics["ceu/p_negative_mean"].append(global_masked_mean(per_token_logps.detach().exp(), negative))
+        negative = self._log_negative_token_metrics(mode, {**self._current_inputs, "advantages": advantages},
+                                                    per_token_logps)
         metrics["loss/ceu_term"].append(global_masked_mean(per_token_loss.detach(), negative))
+
+    def _log_negative_token_metrics(self, mode, inputs, per_token_logps=None):
+        """Fraction of completion tokens with A < 0 and their mean p (logged for pg too, for comparisons)."""
+        mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+        logps = (self._last_per_token_logps if per_token_logps is None else per_token_logps).detach()
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1)
+        negative = (advantages < 0).expand_as(mask).float() * mask
+        totals = self.accelerator.reduce(torch.stack([negative.sum(), (logps.exp() * negative).sum(),
+                                                      mask.sum().float()]), reduction="sum")
+        self._metrics[mode]["ceu/negative_fraction"].append((totals[0] / totals[2].clamp(min=1.0)).item())
+        self._metrics[mode]["ceu/p_negative_mean"].append((totals[1] / totals[0].clamp(min=1.0)).item())
+        return negative

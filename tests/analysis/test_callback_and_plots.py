@@ -91,7 +91,7 @@ def test_plot_command_writes_files_and_their_data(tmp_path):
         assert row["autograd"]["l2"] == pytest.approx(float(cf.gradient_ascent(row["p_y"], row["q_sq"])["l2"]),
                                                       rel=1e-6)
     traces = json.loads((tmp_path / "training_traces.json").read_text())
-    assert set(traces) == {"ga", "ce_u", "dpo", "ce_u_dpo"}
+    assert set(traces) == {"ga", "ce_u", "dpo", "ce_u_dpo", "grpo", "ce_u_grpo"}
     for name, t in traces.items():
         assert len(t["records"]) == 8, name
         assert all(r["grad_norm"] > 0 and np.isfinite(r["loss"]) for r in t["records"])

@@ -82,3 +82,33 @@ def test_errors(tiny_path, tmp_path):
     long = Dataset.from_dict({"question": ["word " * 200], "answer": ["a"]})
     with pytest.raises(ValueError, match="not shorter than max_length=64"):
         UnlearnTrainer(model=model, args=_args(tmp_path, objective="ce_u"), forget_dataset=long, processing_class=tok)
+
+
+def test_lora_adapter_unlearning(tiny_path, tmp_path):
+    from peft import LoraConfig
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    for objective in ("ce_u", "npo"):  # npo: the reference is the base model with the adapter disabled
+        model = AutoModelForCausalLM.from_pretrained(tiny_path)
+        trainer = UnlearnTrainer(model=model, args=_args(tmp_path / objective, objective=objective),
+                                 forget_dataset=FORGET, retain_dataset=RETAIN,
+                                 processing_class=AutoTokenizer.from_pretrained(tiny_path), peft_config=lora)
+        before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+        trainer.train()
+        assert before and any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters()
+                              if n in before)
+        base = [p for n, p in trainer.model.named_parameters() if "lora" not in n]
+        assert all(not p.requires_grad for p in base)
+
+
+@pytest.mark.parametrize("split", ["forget01", "forget05", "forget10"])
+def test_every_forget_split_loads_and_trains(tiny_path, tmp_path, split):
+    from ceu_rl.tofu import FORGET_TO_RETAIN, load_split
+
+    forget = load_split(split).select(range(4))
+    retain = load_split(FORGET_TO_RETAIN[split]).select(range(4))
+    args = _args(tmp_path, objective="ce_u_retain", max_steps=1, max_length=128)
+    trainer = UnlearnTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_path), args=args, forget_dataset=forget,
+                             retain_dataset=retain, processing_class=AutoTokenizer.from_pretrained(tiny_path))
+    trainer.train()
+    assert len(trainer.train_dataset) == 4 and trainer.state.global_step == 1
