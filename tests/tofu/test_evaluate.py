@@ -66,8 +66,6 @@ def test_runner_on_larger_forget_splits(tiny, split):
     model, tok = tiny
     log = evaluate_tofu(model, tok, split, prompt_format="plain", max_new_tokens=2, batch_size=4,
                         subsets={"forget": range(2), "retain": range(2), "ra": range(2), "wf": range(2)})
-    questions = [v["input"] for v in log["forget_Q_A_ROUGE"]["value_by_index"].values()]
-    assert questions[0] == "Question: " + load_split(f"{split}_perturbed")[0]["question"] + "\nAnswer:" or True
     assert len(log["forget_truth_ratio"]["value_by_index"]) == 2
     first = load_split(f"{split}_perturbed")[0]["question"]
-    assert log["forget_Q_A_ROUGE"]["value_by_index"]["0"]["input"] == first
+    assert log["forget_Q_A_ROUGE"]["value_by_index"]["0"]["input"] == first  # the split's own questions
