@@ -71,15 +71,8 @@ def build_tiny_model(out: Path, task: TaskArguments, seed: int) -> str:
     args = TrainingArguments(output_dir=str(out / "sft_run"), use_cpu=True, num_train_epochs=task.sft_epochs,
                              learning_rate=3e-3, per_device_train_batch_size=16, save_strategy="no", report_to="none",
                              disable_tqdm=True, logging_steps=1000, seed=seed)
-    # the RL prompt is the raw "Reverse: ... =" text, so the SFT uses the same (prompt_format "llama2" would wrap it)
-    import ceu_rl.tofu.formatting as fmt
-
-    original = fmt.format_prompt
-    fmt.format_prompt = lambda q, tokenizer, prompt_format: q
-    try:
-        finetune(model, tok, qa, args, prompt_format="plain", max_length=64)
-    finally:
-        fmt.format_prompt = original
+    # "raw": the SFT prompt is exactly the RL prompt ("Reverse: a b c d =")
+    finetune(model, tok, qa, args, prompt_format="raw", max_length=64)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return str(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-PROMPT_FORMATS = ("auto", "llama2", "chat", "plain")
+PROMPT_FORMATS = ("auto", "llama2", "chat", "plain", "raw")
 IGNORE_INDEX = -100
 
 
@@ -22,6 +22,8 @@ def resolve_prompt_format(prompt_format: str, tokenizer, model_name: str = "") -
 def format_prompt(question: str, tokenizer, prompt_format: str) -> str:
     if prompt_format == "llama2":
         return f"[INST] {question} [/INST]"
+    if prompt_format == "raw":  # the question is already the whole prompt (e.g. RL tasks with their own format)
+        return question
     if prompt_format == "chat":
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
