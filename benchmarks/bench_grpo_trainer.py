@@ -1,0 +1,134 @@
+"""CEUGRPOTrainer (negative_objective="ceu") vs TRL's GRPOTrainer: loss + backward time and peak memory.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo_trainer.py [--rounds 9]
+Writes benchmarks/results/grpo_trainer.json. Both trainers get the same generated batch (rollouts are TRL's code in
+both, so they are left out): the timed part is `compute_loss(...).backward()`, the only code that differs. Median of
+interleaved rounds (A B A B ...) in one process, with the spread; peak memory: one fresh subprocess per variant,
+rise of max RSS over 3 passes. Model: a local Llama, hidden 256, 4 layers, vocab 8000; 16 completions of 64 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
+from ceu_rl.tiny_models import save_tiny_model
+from ceu_rl.tofu import load_split
+
+VARIANTS = ("trl", "ceu")
+
+
+def reward(completions, **kwargs):
+    return [float(len(c) % 7) for c in completions]
+
+
+def _prompts():
+    return [f"Question: {q}\nAnswer:" for q in load_split("forget10").select(range(32))["question"]]
+
+
+def _model_dir(root: Path) -> Path:
+    path = root / "bench-model"
+    if not (path / "config.json").is_file():
+        save_tiny_model(path, _prompts() * 3 + list(load_split("forget10")["answer"]), vocab_size=8000,
+                        hidden_size=256, num_layers=4, num_heads=4)
+    return path
+
+
+def _trainer(variant: str, model_dir: Path, out: Path):
+    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, per_device_train_batch_size=16,
+                  num_generations=8, max_completion_length=64, report_to=[], save_strategy="no",
+                  gradient_checkpointing=False, seed=0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    data = Dataset.from_dict({"prompt": _prompts()})
+    if variant == "ceu":
+        return CEUGRPOTrainer(model=model, reward_funcs=reward, args=CEUGRPOConfig(**common), train_dataset=data,
+                              processing_class=tok)
+    return GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**common), train_dataset=data,
+                       processing_class=tok)
+
+
+def _inputs(trainer):
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+
+
+def _pass(trainer, inputs):
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.compute_loss(trainer.model, inputs).backward()
+
+
+def memory_worker(variant: str, root: Path) -> None:
+    trainer = _trainer(variant, _model_dir(root), root)
+    inputs = _inputs(trainer)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(3):
+        _pass(trainer, inputs)
+    print(json.dumps({"peak_extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--worker", choices=VARIANTS)
+    p.add_argument("--root", default=None)
+    p.add_argument("--out", default=str(Path(__file__).parent / "results" / "grpo_trainer.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    root = Path(args.root or tempfile.mkdtemp(prefix="bench-grpo-"))
+    if args.worker:
+        memory_worker(args.worker, root)
+        return
+    _model_dir(root)
+    mem = {}  # max RSS survives fork and exec: children first, while this parent is small
+    for v in VARIANTS:
+        out = subprocess.run([sys.executable, __file__, "--worker", v, "--root", str(root)], check=True,
+                             capture_output=True, text=True)
+        mem[v] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+    trainers = {v: _trainer(v, _model_dir(root), root) for v in VARIANTS}
+    inputs = _inputs(trainers["ceu"])  # one generated batch, used by both
+    for t in trainers.values():
+        t.model.train()
+        t.current_gradient_accumulation_steps = 1
+        _pass(t, inputs)  # warm-up
+    times = {v: [] for v in VARIANTS}
+    for _ in range(args.rounds):
+        for v, t in trainers.items():
+            start = time.perf_counter()
+            _pass(t, inputs)
+            times[v].append(time.perf_counter() - start)
+    med = {v: statistics.median(x) for v, x in times.items()}
+    report = {
+        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo_trainer.py " + " ".join(sys.argv[1:]),
+        "model": "Llama hidden 256, 4 layers, vocab 8000; 16 completions x 64 tokens; loss_type dapo",
+        "negative_token_fraction": float(((inputs["advantages"] < 0).float().unsqueeze(1) * inputs["completion_mask"]).sum()
+                                         / inputs["completion_mask"].sum()),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "loss_backward_time_s": {v: {"median": med[v], "min": min(x), "max": max(x), "rounds": len(x)}
+                                 for v, x in times.items()},
+        "peak_extra_mib": mem,
+        "time_ratio_ceu_over_trl": med["ceu"] / med["trl"],
+        "memory_ratio_ceu_over_trl": mem["ceu"] / mem["trl"] if mem["trl"] else None,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
