@@ -115,3 +115,21 @@ def test_configs_parse_and_accelerate_configs_load():
         assert yaml.safe_load(cfg.read_text())["num_processes"] == 2
     assert kinds == {"ddp": "DistributedType.MULTI_GPU", "fsdp": "DistributedType.FSDP",
                      "zero3": "DistributedType.DEEPSPEED"}
+
+
+def test_tofu_grpo_recipe(tiny_tofu, tmp_path):
+    model, data = tiny_tofu
+    recipe = ROOT / "recipes" / "tofu_grpo.py"
+    for objective in ("pg", "ceu"):
+        out = tmp_path / objective
+        _run([sys.executable, str(recipe), "--config", str(ROOT / "recipes/configs/tofu/grpo.yaml"),
+              "--model_name_or_path", str(model), "--data_source", str(data), "--forget_split", "forget01",
+              "--retain_log", "", "--use_cpu", "true", "--bf16", "false", "--gradient_checkpointing", "false",
+              "--prompt_format", "plain", "--max_length", "128", "--max_steps", "2", "--per_device_train_batch_size",
+              "4", "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-3",
+              "--eval_questions", "2", "--eval_max_new_tokens", "4", "--negative_objective", objective,
+              "--output_dir", str(out)])
+        record = json.loads((out / "results.json").read_text())
+        assert record["objective"] == ("grpo" if objective == "pg" else "ce_u_grpo")
+        assert len(record["train_log"]) == 2 and all("reward" in h for h in record["train_log"])
+        assert "model_utility" in record["before"] and "model_utility" in record["after"]
