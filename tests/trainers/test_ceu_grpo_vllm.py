@@ -29,3 +29,58 @@ def test_colocate_training_and_weight_sync(tmp_path):
     assert result["transformers"] != result["initial"]
     matches = sum(a == b for a, b in zip(result["vllm"], result["transformers"]))
     assert matches >= 1, result
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_mode_against_a_local_server(tmp_path):
+    """A vLLM OpenAI server on 127.0.0.1 (started and stopped here); on CPU the trainer syncs weights by
+    save-and-reload (`/collective_rpc`, dev mode) since TRL's NCCL transfer needs CUDA."""
+    import signal
+    import time
+    import urllib.request
+
+    from ceu_rl.tiny_models import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "model", ["hello world the cat sat on the mat"] * 20, vocab_size=300,
+                            hidden_size=64, num_heads=2)
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_SERVER_DEV_MODE": "1",
+           "TQDM_DISABLE": "1"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+                               "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "128",
+                               "--logprobs-mode", "processed_logprobs"], stdout=log, stderr=subprocess.STDOUT, env=env,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.time() < deadline, "vLLM server did not start in 300 s"
+            time.sleep(2)
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_server_run.py")), str(tmp_path),
+                              str(model), f"http://127.0.0.1:{port}"], capture_output=True, text=True, env=env,
+                             timeout=600)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        assert len(result["losses"]) == 3
+        assert result["gap_trained"] < 0.05, result  # the server now serves the trained weights
+        assert result["gap_initial"] > 0.5, result
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()

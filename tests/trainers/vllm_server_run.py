@@ -1,0 +1,59 @@
+"""Run by test_ceu_grpo_vllm.py: CE-U-GRPO against a vLLM server (started by the test) for 3 steps, then a weight
+sync and a greedy generation by the server, compared teacher-forced with transformers. Prints one JSON line."""
+
+import json
+import os
+import sys
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def reward(completions, **kwargs):
+    return [float(len(c) % 5) for c in completions]
+
+
+def main(root, model_path, base_url):
+    import requests
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
+
+    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+                         num_generations=4, max_completion_length=8, max_steps=3, learning_rate=1e-2, report_to=[],
+                         save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
+                         vllm_mode="server", vllm_server_base_url=base_url, seed=0)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    trainer = CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), reward_funcs=reward, args=args,
+                             train_dataset=Dataset.from_dict({"prompt": ["the cat", "hello", "the mat", "world"] * 3}),
+                             processing_class=tok)
+    trainer.train()
+    trainer.vllm_generation.sync_weights()
+    prompts = ["the cat", "hello world"]
+    model_id = requests.get(f"{base_url}/v1/models").json()["data"][0]["id"]
+    choices = requests.post(f"{base_url}/v1/completions", json={
+        "model": model_id, "prompt": [tok(p).input_ids for p in prompts], "max_tokens": 8, "temperature": 0.0,
+        "return_token_ids": True}).json()["choices"]
+    server_tokens = [c["token_ids"] for c in choices]
+    model = trainer.model.eval()
+    initial = AutoModelForCausalLM.from_pretrained(model_path).eval()
+
+    def max_gap(m, prompt, tokens):
+        ids = tok(prompt, return_tensors="pt").input_ids
+        full = torch.cat([ids, torch.tensor([tokens])], 1)
+        with torch.no_grad():
+            logp = torch.log_softmax(m(full).logits[0, ids.shape[1] - 1:-1].float(), -1)
+        return (logp.max(-1).values - logp[torch.arange(len(tokens)), torch.tensor(tokens)]).max().item()
+
+    print(json.dumps({
+        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "server": server_tokens,
+        "gap_trained": max(max_gap(model, p, t) for p, t in zip(prompts, server_tokens)),
+        "gap_initial": max(max_gap(initial, p, t) for p, t in zip(prompts, server_tokens)),
+    }))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
