@@ -91,6 +91,13 @@ class UnlearnTrainer(Trainer):
         with self.accelerator.unwrap_model(self.model).disable_adapter():  # PEFT: the base model is the reference
             return self._token_logps(self.model, batch)[0]
 
+    @torch.no_grad()
+    def _ref_logits(self, batch):
+        if self.ref_model is not None:
+            return self._logits(self.ref_model, batch)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # PEFT: the base model is the reference
+            return self._logits(self.model, batch)
+
     def _logits(self, model, batch):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1]
 
@@ -152,8 +159,7 @@ class UnlearnTrainer(Trainer):
             loss = a.gamma * terms["forget"]
             if a.objective == "kl":
                 r_logits = self._logits(model, inputs["retain"])
-                with torch.no_grad():
-                    ref_logits = self._logits(self.ref_model, inputs["retain"])
+                ref_logits = self._ref_logits(inputs["retain"])
                 r_labels, _ = _shifted(inputs["retain"])
                 terms["retain"] = obj.reference_kl_loss(r_logits, ref_logits, r_labels)
             elif a.needs_retain:

@@ -88,7 +88,7 @@ def test_lora_adapter_unlearning(tiny_path, tmp_path):
     from peft import LoraConfig
 
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    for objective in ("ce_u", "npo"):  # npo: the reference is the base model with the adapter disabled
+    for objective in ("ce_u", "npo", "kl"):  # npo, kl: the reference is the base model with the adapter disabled
         model = AutoModelForCausalLM.from_pretrained(tiny_path)
         trainer = UnlearnTrainer(model=model, args=_args(tmp_path / objective, objective=objective),
                                  forget_dataset=FORGET, retain_dataset=RETAIN,
