@@ -6,14 +6,12 @@ import json
 import os
 import sys
 
-import torch
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def reward(completions, **kwargs):
-    return [float(len(c) % 5) for c in completions]
+from vllm_check_helpers import length_reward as reward, max_teacher_forced_gap  # noqa: E402
 
 
 def main(root):
@@ -45,21 +43,13 @@ def main(root):
         ids = tok(p, return_tensors="pt").input_ids
         return m.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)[0, ids.shape[1]:].tolist()
 
-    def max_gap(m, prompt, tokens):
-        """Teacher-forced on vLLM's tokens: the largest log-prob gap between m's top-1 and vLLM's choice."""
-        ids = tok(prompt, return_tensors="pt").input_ids
-        full = torch.cat([ids, torch.tensor([tokens])], 1)
-        with torch.no_grad():
-            logp = torch.log_softmax(m(full).logits[0, ids.shape[1] - 1:-1].float(), -1)
-        return (logp.max(-1).values - logp[torch.arange(len(tokens)), torch.tensor(tokens)]).max().item()
-
     vllm_tokens = [list(o.outputs[0].token_ids) for o in outs]
     print(json.dumps({
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "ceu_logged": all("ceu/p_negative_mean" in h for h in trainer.state.log_history if "loss" in h),
         "vllm": vllm_tokens,
-        "gap_trained": max(max_gap(model, p, t) for p, t in zip(prompts, vllm_tokens)),
-        "gap_initial": max(max_gap(initial, p, t) for p, t in zip(prompts, vllm_tokens)),
+        "gap_trained": max(max_teacher_forced_gap(model, tok, p, t) for p, t in zip(prompts, vllm_tokens)),
+        "gap_initial": max(max_teacher_forced_gap(initial, tok, p, t) for p, t in zip(prompts, vllm_tokens)),
         "vllm_dtype": str(trainer.vllm_generation.llm.llm_engine.model_config.dtype),
         "transformers": [greedy(model, p) for p in prompts],
         "initial": [greedy(initial, p) for p in prompts],

@@ -5,13 +5,11 @@ import json
 import os
 import sys
 
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def reward(completions, **kwargs):
-    return [float(len(c) % 5) for c in completions]
+from vllm_check_helpers import length_reward as reward, max_teacher_forced_gap  # noqa: E402
 
 
 def main(root, model_path, base_url):
@@ -40,18 +38,11 @@ def main(root, model_path, base_url):
     model = trainer.model.eval()
     initial = AutoModelForCausalLM.from_pretrained(model_path).eval()
 
-    def max_gap(m, prompt, tokens):
-        ids = tok(prompt, return_tensors="pt").input_ids
-        full = torch.cat([ids, torch.tensor([tokens])], 1)
-        with torch.no_grad():
-            logp = torch.log_softmax(m(full).logits[0, ids.shape[1] - 1:-1].float(), -1)
-        return (logp.max(-1).values - logp[torch.arange(len(tokens)), torch.tensor(tokens)]).max().item()
-
     print(json.dumps({
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "server": server_tokens,
-        "gap_trained": max(max_gap(model, p, t) for p, t in zip(prompts, server_tokens)),
-        "gap_initial": max(max_gap(initial, p, t) for p, t in zip(prompts, server_tokens)),
+        "gap_trained": max(max_teacher_forced_gap(model, tok, p, t) for p, t in zip(prompts, server_tokens)),
+        "gap_initial": max(max_teacher_forced_gap(initial, tok, p, t) for p, t in zip(prompts, server_tokens)),
     }))
 
 
