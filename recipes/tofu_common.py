@@ -41,13 +41,19 @@ def peft_config(args: ModelArguments):
                       task_type="CAUSAL_LM")
 
 
-def write_results(path: str | Path, record: dict, markdown_row: str) -> None:
+def write_results(path: str | Path, record: dict) -> str:
+    """Write the run's record (JSON) and append its Markdown row (model, objective, the `after` summary) beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
+    after = record["after"]
+    fq = after.get("forget_quality")
+    row = (f"| {record['model']} | {record['objective']} | {'n/a' if fq is None else f'{fq:.3g}'} | "
+           f"{after['model_utility']:.3f} | {after['forget_truth_ratio']:.3f} | {after['forget_Q_A_ROUGE']:.3f} |")
     md = path.with_suffix(".md")
     if not md.exists():
         md.write_text("| model | objective | forget quality | model utility | forget truth ratio | forget ROUGE-L |\n"
                       "|---|---|---|---|---|---|\n")
     with md.open("a") as f:
-        f.write(markdown_row + "\n")
+        f.write(row + "\n")
+    return row

@@ -53,13 +53,9 @@ def main(argv=None):
     trainer.train()
     record["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
     if trainer.accelerator.is_main_process:
-        after = record["after"] = _evaluate(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tofu,
+        record["after"] = _evaluate(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tofu,
                                             eval_args, retain_log, out / "eval_after")
-        fq = after.get("forget_quality")
-        row = (f"| {model_args.model_name_or_path} | {name} | {'n/a' if fq is None else f'{fq:.3g}'} | "
-               f"{after['model_utility']:.3f} | {after['forget_truth_ratio']:.3f} | {after['forget_Q_A_ROUGE']:.3f} |")
-        write_results(out / "results.json", record, row)
-        print(row)
+        print(write_results(out / "results.json", record))
 
 
 if __name__ == "__main__":

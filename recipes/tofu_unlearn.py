@@ -69,12 +69,8 @@ def main():
     record["train_log"] = [h for h in trainer.state.log_history if "loss" in h]
     if trainer.accelerator.is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        after = record["after"] = _evaluate(model, tokenizer, tofu, cfg, retain_log, out / "eval_after")
-        fq = after.get("forget_quality")
-        row = (f"| {model_args.model_name_or_path} | {cfg.objective} | {'n/a' if fq is None else f'{fq:.3g}'} | "
-               f"{after['model_utility']:.3f} | {after['forget_truth_ratio']:.3f} | {after['forget_Q_A_ROUGE']:.3f} |")
-        write_results(out / "results.json", record, row)
-        print(row)
+        record["after"] = _evaluate(model, tokenizer, tofu, cfg, retain_log, out / "eval_after")
+        print(write_results(out / "results.json", record))
 
 
 if __name__ == "__main__":
