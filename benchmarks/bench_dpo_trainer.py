@@ -11,12 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +23,9 @@ from trl import DPOConfig, DPOTrainer
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import interleaved_times, peak_in_children, report_peak  # noqa: E402
 
 VARIANTS = ("trl_sigmoid", "ceu")
 
@@ -70,11 +69,7 @@ def memory_worker(variant: str, root: Path) -> None:
     trainer = _trainer(variant, _model_dir(root), root)
     batch = _batch(trainer)
     trainer.model.train()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(3):
-        trainer.training_step(trainer.model, batch)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_extra_mib": (after - before) / 1024}))
+    report_peak(lambda: trainer.training_step(trainer.model, batch))
 
 
 def main() -> None:
@@ -90,30 +85,20 @@ def main() -> None:
         memory_worker(args.worker, root)
         return
     _model_dir(root)
-    # max RSS survives fork and exec: measure memory in children while this parent is still small
-    mem = {}
-    for v in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--worker", v, "--root", str(root)], check=True,
-                             capture_output=True, text=True)
-        mem[v] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+    mem = peak_in_children(__file__, VARIANTS, ["--root", str(root)])  # first, while this process is small
     trainers = {v: _trainer(v, _model_dir(root), root) for v in VARIANTS}
     batch = _batch(trainers["ceu"])
-    times = {v: [] for v in VARIANTS}
     for t in trainers.values():
         t.current_gradient_accumulation_steps = 1
         t.model.train()
-        t.training_step(t.model, batch)  # warm-up
-    for _ in range(args.rounds):
-        for v, t in trainers.items():
-            start = time.perf_counter()
-            t.training_step(t.model, batch)
-            times[v].append(time.perf_counter() - start)
-    med = {v: statistics.median(x) for v, x in times.items()}
+    times = interleaved_times({v: (lambda t=t: t.training_step(t.model, batch)) for v, t in trainers.items()},
+                              args.rounds)
+    med = {v: x["median"] for v, x in times.items()}
     report = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dpo_trainer.py " + " ".join(sys.argv[1:]),
         "model": "Llama hidden 256, 4 layers, vocab 8000; batch 8 pairs; max_length 256",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "step_time_s": {v: {"median": med[v], "min": min(x), "max": max(x), "rounds": len(x)} for v, x in times.items()},
+        "step_time_s": times,
         "peak_extra_mib": mem,
         "time_ratio_ceu_over_trl": med["ceu"] / med["trl_sigmoid"],
         "memory_ratio_ceu_over_trl": mem["ceu"] / mem["trl_sigmoid"] if mem["trl_sigmoid"] else None,

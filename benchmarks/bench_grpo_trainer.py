@@ -12,12 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +24,9 @@ from trl import GRPOConfig, GRPOTrainer
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
+
+sys.path.insert(0, str(Path(__file__).parent))
+from harness import interleaved_times, peak_in_children, report_peak  # noqa: E402
 
 VARIANTS = ("trl", "ceu")
 
@@ -77,10 +76,7 @@ def _pass(trainer, inputs):
 def memory_worker(variant: str, root: Path) -> None:
     trainer = _trainer(variant, _model_dir(root), root)
     inputs = _inputs(trainer)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(3):
-        _pass(trainer, inputs)
-    print(json.dumps({"peak_extra_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+    report_peak(lambda: _pass(trainer, inputs))
 
 
 def main() -> None:
@@ -96,32 +92,21 @@ def main() -> None:
         memory_worker(args.worker, root)
         return
     _model_dir(root)
-    mem = {}  # max RSS survives fork and exec: children first, while this parent is small
-    for v in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--worker", v, "--root", str(root)], check=True,
-                             capture_output=True, text=True)
-        mem[v] = json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
+    mem = peak_in_children(__file__, VARIANTS, ["--root", str(root)])  # first, while this process is small
     trainers = {v: _trainer(v, _model_dir(root), root) for v in VARIANTS}
     inputs = _inputs(trainers["ceu"])  # one generated batch, used by both
     for t in trainers.values():
         t.model.train()
         t.current_gradient_accumulation_steps = 1
-        _pass(t, inputs)  # warm-up
-    times = {v: [] for v in VARIANTS}
-    for _ in range(args.rounds):
-        for v, t in trainers.items():
-            start = time.perf_counter()
-            _pass(t, inputs)
-            times[v].append(time.perf_counter() - start)
-    med = {v: statistics.median(x) for v, x in times.items()}
+    times = interleaved_times({v: (lambda t=t: _pass(t, inputs)) for v, t in trainers.items()}, args.rounds)
+    med = {v: x["median"] for v, x in times.items()}
     report = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo_trainer.py " + " ".join(sys.argv[1:]),
         "model": "Llama hidden 256, 4 layers, vocab 8000; 16 completions x 64 tokens; loss_type dapo",
         "negative_token_fraction": float(((inputs["advantages"] < 0).float().unsqueeze(1) * inputs["completion_mask"]).sum()
                                          / inputs["completion_mask"].sum()),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "loss_backward_time_s": {v: {"median": med[v], "min": min(x), "max": max(x), "rounds": len(x)}
-                                 for v, x in times.items()},
+        "loss_backward_time_s": times,
         "peak_extra_mib": mem,
         "time_ratio_ceu_over_trl": med["ceu"] / med["trl"],
         "memory_ratio_ceu_over_trl": mem["ceu"] / mem["trl"] if mem["trl"] else None,
