@@ -25,7 +25,7 @@ def main(root):
     path = os.path.join(root, "model")
     save_tiny_model(path, ["hello world the cat sat on the mat"] * 20, vocab_size=300, hidden_size=64, num_heads=2)
     args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
-                         num_generations=4, max_completion_length=8, max_steps=3, learning_rate=1e-2, report_to=[],
+                         num_generations=4, max_completion_length=8, max_steps=3, learning_rate=3e-2, report_to=[],
                          save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
                          vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=128, seed=0)
     tok = AutoTokenizer.from_pretrained(path)

@@ -20,9 +20,10 @@ def main(root, model_path, base_url):
     from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
 
     args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
-                         num_generations=4, max_completion_length=8, max_steps=3, learning_rate=1e-2, report_to=[],
+                         num_generations=4, max_completion_length=8, max_steps=3, learning_rate=3e-2, report_to=[],
                          save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
-                         vllm_mode="server", vllm_server_base_url=base_url, seed=0)
+                         vllm_mode="server", vllm_server_base_url=base_url, seed=0,
+                         generation_kwargs={"seed": 0})  # seeded sampling on the server: a reproducible run
     tok = AutoTokenizer.from_pretrained(model_path)
     trainer = CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), reward_funcs=reward, args=args,
                              train_dataset=Dataset.from_dict({"prompt": ["the cat", "hello", "the mat", "world"] * 3}),
