@@ -6,35 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer, CEUGRPOConfig, CEUGRPOTrainer, UnlearnConfig, UnlearnTrainer
-from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
-from ceu_rl.tofu.finetune import finetune
+from ceu_rl.tofu.finetune import warm_started_tiny_model
 from ceu_rl.tofu.rewards import forget_answer_penalty
 
 from .callback import GradientTraceCallback, TokenProbabilityProbe
 
 
-def _memorised_model(out: Path, questions, answers, rejected, quick: bool) -> Path:
+def _memorised_model(out: Path, questions, answers, rejected, quick: bool) -> str:
     """A tiny Llama supervised on the answers and the rejected answers until they are likely (p_y high)."""
-    path = out / "memorised"
-    if (path / "config.json").is_file():
-        return path
-    base = save_tiny_model(out / "init", [*questions, *answers, *rejected] * 2, vocab_size=400 if quick else 800,
-                           hidden_size=64 if quick else 128, num_layers=2)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
     data = Dataset.from_dict({"question": [*questions, *questions], "answer": [*answers, *rejected]})
-    args = TrainingArguments(output_dir=str(out / "sft"), use_cpu=True, num_train_epochs=80 if quick else 60,
-                             learning_rate=3e-3, per_device_train_batch_size=8, save_strategy="no", report_to="none",
-                             disable_tqdm=True, logging_steps=1000, seed=0)
-    finetune(model, tok, data, args, prompt_format="plain", max_length=128)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return warm_started_tiny_model(out, [*questions, *answers, *rejected] * 2, data, epochs=80 if quick else 60,
+                                   max_length=128, batch_size=8, vocab_size=400 if quick else 800,
+                                   hidden_size=64 if quick else 128, num_layers=2)
 
 
 def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) -> dict:

@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tofu_common import ModelArguments, peft_config  # noqa: E402
 
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer  # noqa: E402
-from ceu_rl.tiny_models import save_tiny_model  # noqa: E402
 from ceu_rl.tofu import load_split  # noqa: E402
-from ceu_rl.tofu.finetune import finetune  # noqa: E402
+from ceu_rl.tofu.finetune import warm_started_tiny_model  # noqa: E402
 
 
 @dataclass
@@ -47,22 +46,11 @@ def tofu_preference_dataset(num_pairs: int) -> Dataset:
 
 def build_tiny_model(out: Path, dataset: Dataset, sft_epochs: int, seed: int) -> str:
     """Tiny Llama, supervised on both completions so that DPO starts from likely rejected answers."""
-    path = out / "tiny_sft"
-    if (path / "config.json").is_file():
-        return str(path)
     texts = [*dataset["prompt"], *dataset["chosen"], *dataset["rejected"]]
-    base = save_tiny_model(out / "tiny_init", texts, vocab_size=512, seed=seed, hidden_size=64, num_layers=2)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
     both = Dataset.from_dict({"question": [p[len("Question: "):-len("\nAnswer:")] for p in dataset["prompt"]] * 2,
                               "answer": [*dataset["chosen"], *dataset["rejected"]]})
-    args = TrainingArguments(output_dir=str(out / "tiny_sft_run"), use_cpu=True, num_train_epochs=sft_epochs,
-                             learning_rate=3e-3, per_device_train_batch_size=16, save_strategy="no", report_to="none",
-                             disable_tqdm=True, logging_steps=50, seed=seed)
-    finetune(model, tokenizer, both, args, prompt_format="plain", max_length=256)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return warm_started_tiny_model(out / "tiny", texts, both, epochs=sft_epochs, seed=seed, vocab_size=512,
+                                   hidden_size=64, num_layers=2)
 
 
 def main(argv=None):

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
 from tofu_common import ModelArguments, peft_config  # noqa: E402
 
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
-from ceu_rl.tiny_models import save_tiny_model  # noqa: E402
-from ceu_rl.tofu.finetune import finetune  # noqa: E402
+from ceu_rl.tofu.finetune import warm_started_tiny_model  # noqa: E402
 
 LETTERS = "abcdef"
 
@@ -59,23 +58,12 @@ def make_dataset(n, length, seed):
 
 
 def build_tiny_model(out: Path, task: TaskArguments, seed: int) -> str:
-    path = out / "tiny_sft"
-    if (path / "config.json").is_file():
-        return str(path)
     sft = make_dataset(task.sft_examples, task.word_length, seed + 1)
     texts = [f"{p} {t}" for p, t in zip(sft["prompt"], sft["target"])]
-    base = save_tiny_model(out / "tiny_init", texts * 4, vocab_size=64, seed=seed, hidden_size=64, num_layers=2)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
     qa = Dataset.from_dict({"question": sft["prompt"], "answer": sft["target"]})
-    args = TrainingArguments(output_dir=str(out / "sft_run"), use_cpu=True, num_train_epochs=task.sft_epochs,
-                             learning_rate=3e-3, per_device_train_batch_size=16, save_strategy="no", report_to="none",
-                             disable_tqdm=True, logging_steps=1000, seed=seed)
     # "raw": the SFT prompt is exactly the RL prompt ("Reverse: a b c d =")
-    finetune(model, tok, qa, args, prompt_format="raw", max_length=64)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return warm_started_tiny_model(out / "tiny", texts * 4, qa, epochs=task.sft_epochs, seed=seed,
+                                   prompt_format="raw", max_length=64, vocab_size=64, hidden_size=64, num_layers=2)
 
 
 def main(argv=None):

@@ -30,3 +30,30 @@ def finetune(model, tokenizer, dataset, args: TrainingArguments, prompt_format="
                       data_collator=lambda items: pad_batch(items, pad), callbacks=callbacks)
     trainer.train()
     return trainer
+
+
+def warm_started_tiny_model(out, texts, qa, epochs: int, seed: int = 0, prompt_format: str = "plain",
+                            max_length: int = 256, batch_size: int = 16, learning_rate: float = 3e-3,
+                            **model_kwargs) -> str:
+    """A tiny local Llama (tokenizer trained on `texts`) supervised on `qa` (question/answer) for `epochs`, saved
+    under out/"warm" and reused when already there: the starting point of the offline recipes and traces."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..tiny_models import save_tiny_model
+
+    out = Path(out)
+    path = out / "warm"
+    if (path / "config.json").is_file():
+        return str(path)
+    base = save_tiny_model(out / "init", texts, seed=seed, **model_kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    args = TrainingArguments(output_dir=str(out / "warm_run"), use_cpu=True, num_train_epochs=epochs,
+                             learning_rate=learning_rate, per_device_train_batch_size=batch_size, save_strategy="no",
+                             report_to="none", disable_tqdm=True, logging_steps=1000, seed=seed)
+    finetune(model, tokenizer, qa, args, prompt_format=prompt_format, max_length=max_length)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
