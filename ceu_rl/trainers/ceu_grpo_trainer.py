@@ -13,7 +13,7 @@ from trl import GRPOTrainer
 
 from ..objectives import ceu_grpo_token_loss
 from .ceu_grpo_config import CEUGRPOConfig
-from .vllm_cpu import cpu_server_client
+from .vllm_cpu import cpu_vllm_weight_sync
 
 
 class CEUGRPOTrainer(GRPOTrainer):
@@ -24,8 +24,7 @@ class CEUGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args: CEUGRPOConfig | None = None, *pargs, **kwargs):
         if args is not None and not isinstance(args, CEUGRPOConfig):
             raise ValueError("CEUGRPOTrainer needs a CEUGRPOConfig (it carries negative_objective).")
-        cpu_server = args is not None and args.use_vllm and args.vllm_mode == "server" and args.device.type == "cpu"
-        with cpu_server_client(cpu_server):  # NCCL weight sync needs CUDA: save-and-reload on CPU
+        with cpu_vllm_weight_sync(args):  # vLLM on CPU: weight sync through vLLM's reload (see vllm_cpu.py)
             super().__init__(model, reward_funcs, args, *pargs, **kwargs)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):

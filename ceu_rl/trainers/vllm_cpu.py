@@ -1,7 +1,18 @@
-"""vLLM server mode on CPU: TRL's weight sync streams tensors over NCCL, which needs CUDA. On CPU the trainer instead
-writes the weights to a folder and asks the server to reload them (`/collective_rpc` `reload_weights`, a vLLM dev
-endpoint: start the server with VLLM_SERVER_DEV_MODE=1). Generation and everything else is TRL's client. Used only
-when the trainer runs on CPU; GPU users get TRL's NCCL path unchanged."""
+"""vLLM weight sync when vLLM runs on CPU. Generation and everything else stays TRL's.
+
+Colocate mode: TRL copies each trained tensor into vLLM's model in place (`model.load_weights`). vLLM's CPU backend,
+however, post-processes linear weights at load time (`dispatch_cpu_unquantized_gemm`): on CPUs where it picks oneDNN,
+the SGL/AMX kernels or zentorch it packs the weight into a kernel-owned buffer and replaces `layer.weight` by an empty
+Parameter, so TRL's in-place copy fails ("'Parameter' object has no attribute 'weight_loader'") or, for layers that keep
+their Parameter next to a packed copy, would update a tensor the kernel no longer reads. Which dispatch a CPU gets
+depends on its ISA, so on CPU we always sync through vLLM's own `reload_weights` with the trained tensors as the
+weights iterator: it restores the checkpoint-format parameters, loads, and re-runs the post-load processing (packing)
+for whatever dispatch this machine uses. GPU users keep TRL's in-place path unchanged.
+
+Server mode: TRL's weight sync streams tensors over NCCL, which needs CUDA. On CPU the trainer instead writes the
+weights to a folder and asks the server to reload them (`/collective_rpc` `reload_weights`, a vLLM dev endpoint: start
+the server with VLLM_SERVER_DEV_MODE=1).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +24,7 @@ import torch
 from safetensors.torch import save_file
 from trl.generation import vllm_generation
 from trl.generation.vllm_client import VLLMClient
+from trl.trainer import grpo_trainer
 
 
 class CPUWeightReloadVLLMClient(VLLMClient):
@@ -33,15 +45,47 @@ class CPUWeightReloadVLLMClient(VLLMClient):
         pass
 
 
+def vllm_runs_on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+class CPUReloadVLLMGeneration(vllm_generation.VLLMGeneration):
+    """TRL's VLLMGeneration; in colocate mode on a CPU vLLM, weights are synced through vLLM's `reload_weights`."""
+
+    def sync_weights(self):
+        if self.mode != "colocate" or not vllm_runs_on_cpu():
+            return super().sync_weights()
+        if self.enable_sleep_mode:  # as TRL does: map the weights before writing them
+            self.llm.wake_up(tags=["weights"])
+            self._llm_weights_sleeping = False
+        # Copies: vLLM buffers a layer's tensors until the layer is complete, and with PEFT TRL's iterator unmerges
+        # the adapter (in place) when it ends.
+        weights = ((name, tensor.detach().clone()) for name, tensor in self._iter_named_params())
+        self.llm.llm_engine.model_executor.collective_rpc(
+            "reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        self.llm.reset_prefix_cache()
+
+
 @contextlib.contextmanager
-def cpu_server_client(enabled: bool):
-    """While building the trainer, make TRL's VLLMGeneration create the CPU client instead of its NCCL one."""
-    if not enabled:
-        yield
-        return
-    original = vllm_generation.VLLMClient
-    vllm_generation.VLLMClient = CPUWeightReloadVLLMClient
+def cpu_vllm_weight_sync(args):
+    """While building a GRPO trainer: on a CPU trainer in server mode, TRL's VLLMGeneration creates the
+    save-and-reload client instead of its NCCL one; in colocate mode it is the reload-on-CPU subclass above (which
+    defers to TRL's sync when vLLM runs on a GPU)."""
+    use_vllm = args is not None and getattr(args, "use_vllm", False)
+    server_on_cpu = use_vllm and args.vllm_mode == "server" and args.device.type == "cpu"
+    colocate = use_vllm and args.vllm_mode == "colocate"
+    patches = []
+    if server_on_cpu:
+        patches.append((vllm_generation, "VLLMClient", CPUWeightReloadVLLMClient))
+    if colocate:
+        patches.append((grpo_trainer, "VLLMGeneration", CPUReloadVLLMGeneration))
+    originals = [(module, name, getattr(module, name)) for module, name, _ in patches]
     try:
+        for module, name, replacement in patches:
+            setattr(module, name, replacement)
         yield
     finally:
-        vllm_generation.VLLMClient = original
+        for module, name, original in originals:
+            setattr(module, name, original)
