@@ -46,9 +46,13 @@ class UnlearnConfig(TrainingArguments):
         delta (`float`, defaults to `0.0`): SimNPO's margin.
         ignore_first_n_answer_tokens (`int`, defaults to `1`): CE-U objectives skip the first n answer tokens of each
             forget answer (as the CE-U author's code does: the first token is often generic).
-        ce_u_from_logits (`bool`, defaults to `False`): compute CE-U from full logits (exact at p -> 1, B x T x V
-            memory) instead of TRL's fused log-prob head (log-prob and entropy only; float32 error bound in
-            `ce_u_loss_from_logprobs`).
+        ce_u_fused_linear (`bool`, defaults to `True`): ce_u and ce_u_retain compute CE-U with
+            `ceu_rl.objectives.linear_ce_u_loss` on the backbone's hidden states and the LM head's weight: exact at
+            p -> 1 and no B x T x V logits (chunked over tokens). Needs a plain `nn.Linear` head without logit
+            scaling or soft-capping; otherwise (e.g. a LoRA-wrapped head) the trainer warns with the reason and uses
+            TRL's fused log-prob head (log-prob and entropy only; float32 error bound in `ce_u_loss_from_logprobs`).
+        ce_u_from_logits (`bool`, defaults to `False`): compute CE-U from full logits with `ce_u_loss` (exact at
+            p -> 1, B x T x V memory); takes precedence over `ce_u_fused_linear`.
         max_length (`int`, defaults to `256`): prompt + answer tokens per item.
         prompt_format (`str`, defaults to `"auto"`): "llama2", "chat", "plain" or "auto" (see `ceu_rl.tofu.formatting`).
     """
@@ -59,6 +63,7 @@ class UnlearnConfig(TrainingArguments):
     beta: float = field(default=0.1, metadata={"help": "NPO / SimNPO / DPO temperature"})
     delta: float = field(default=0.0, metadata={"help": "SimNPO margin"})
     ignore_first_n_answer_tokens: int = field(default=1, metadata={"help": "CE-U: skip the first n answer tokens"})
+    ce_u_fused_linear: bool = field(default=True, metadata={"help": "CE-U with the exact fused linear + CE-U op"})
     ce_u_from_logits: bool = field(default=False, metadata={"help": "CE-U from full logits instead of the fused head"})
     max_length: int = field(default=256, metadata={"help": "max prompt + answer tokens"})
     prompt_format: str = field(default="auto", metadata={"help": "auto, llama2, chat or plain"})

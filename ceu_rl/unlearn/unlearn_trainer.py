@@ -1,21 +1,28 @@
 """UnlearnTrainer: a transformers Trainer whose loss is one unlearning objective of `ceu_rl.objectives`.
 
 Per step it reads a forget batch (and a retain batch, and an "I don't know" batch for IdkDPO), gets per-token
-log-probs and entropies from TRL's fused LM head (no B x T x V logits), and calls the objective. Logged every step:
-each term of the loss, the mean p_y on forget tokens, and transformers' gradient norm.
+log-probs and entropies from TRL's fused LM head (no B x T x V logits), and calls the objective. The CE-U objectives
+(ce_u, ce_u_retain) instead take the backbone's hidden states and the LM head's weight into `linear_ce_u_loss`
+(exact at p_y -> 1 and no B x T x V logits either). Logged every step: each term of the loss, the mean p_y on forget
+tokens, and transformers' gradient norm.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import types
+import warnings
 from collections import defaultdict
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import Trainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.trainer.utils import add_fused_lm_head
 
 from .. import objectives as obj
+from ..objectives.linear_ce_u import linear_unified_loss_and_logprobs
 from ..tofu.formatting import IGNORE_INDEX, resolve_prompt_format
 from .data import ForgetRetainCollator, ForgetRetainDataset
 from .unlearn_config import UnlearnConfig
@@ -32,6 +39,48 @@ def _mask_first_answer_tokens(labels: torch.Tensor, n: int) -> torch.Tensor:
         return labels
     answer_pos = (labels != IGNORE_INDEX).cumsum(dim=1)
     return labels.masked_fill((labels != IGNORE_INDEX) & (answer_pos <= n), IGNORE_INDEX)
+
+
+def linear_head_unsupported_reason(model) -> str | None:
+    """Why `linear_ce_u_loss` cannot stand in for this model's LM head (None if it can): it computes
+    hidden @ weight.T + bias, nothing else."""
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear:
+        return (f"the LM head is a {type(head).__module__}.{type(head).__name__}, not a plain torch.nn.Linear "
+                "(e.g. a LoRA/PEFT-wrapped head)")
+    config = model.config.get_text_config()
+    for name in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",
+                 "logits_scaling"):
+        if getattr(config, name, None) not in (None, 1, 1.0):
+            return f"the model scales or caps its logits (config.{name}={getattr(config, name)})"
+    return None
+
+
+def add_linear_ce_u_head(model) -> None:
+    """Let `model(..., linear_ce_u=dict(labels=..., unlearn=..., reduction=...))` return (loss, log p_y, valid) of
+    `linear_ce_u_loss` on the backbone's last hidden states, shifted (position t predicts labels[:, t + 1]).
+
+    The loss is computed inside the model's forward, as TRL's fused head does, so that FSDP/DeepSpeed hooks gather
+    the head's parameters around it; without the keyword the forward is unchanged."""
+    inner_forward = model.forward
+
+    @functools.wraps(type(model).forward)
+    def forward(self, *args, linear_ce_u=None, labels=None, **kwargs):
+        if linear_ce_u is None:
+            return inner_forward(*args, labels=labels, **kwargs)
+        kwargs["use_cache"] = False
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]
+        head = self.get_output_embeddings()
+        weight, bias = head.weight, head.bias
+        if isinstance(weight, DTensor):  # FSDP2 shards that the root's forward hook did not gather
+            weight = weight.full_tensor()
+            bias = None if bias is None else bias.full_tensor()
+        target = linear_ce_u["labels"][:, 1:].to(weight.device)
+        unlearn = torch.full_like(target, bool(linear_ce_u["unlearn"]), dtype=torch.bool)
+        return linear_unified_loss_and_logprobs(hidden.to(weight.device), weight, target, unlearn, bias,
+                                                reduction=linear_ce_u.get("reduction", "mean"))
+
+    model.forward = types.MethodType(forward, model)
 
 
 class UnlearnTrainer(Trainer):
@@ -58,10 +107,20 @@ class UnlearnTrainer(Trainer):
         if args.needs_reference and ref_model is None:
             ref_model = None if peft_config is not None else copy.deepcopy(model)
         add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+        self._linear_ce_u = (args.objective in ("ce_u", "ce_u_retain") and args.ce_u_fused_linear
+                             and not args.ce_u_from_logits)
+        if self._linear_ce_u:
+            add_linear_ce_u_head(model)  # before PEFT wraps the model, as TRL's head
         if peft_config is not None:
             from peft import get_peft_model
 
             model = get_peft_model(model, peft_config)
+        reason = linear_head_unsupported_reason(model) if self._linear_ce_u else None
+        if reason is not None:
+            self._linear_ce_u = False
+            warnings.warn(f"ce_u_fused_linear: {reason}; CE-U falls back to TRL's fused log-prob head (no logits, "
+                          "but inexact in float32 as p_y -> 1: see ce_u_loss_from_logprobs). Set "
+                          "ce_u_from_logits=True for the exact path on full logits.", stacklevel=2)
         super().__init__(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
                          data_collator=ForgetRetainCollator(pad), **kwargs)
         self.ref_model = ref_model
@@ -112,6 +171,11 @@ class UnlearnTrainer(Trainer):
         if a.objective.startswith("ce_u") and not a.objective.endswith("idk_dpo"):
             forget = {**forget, "labels": _mask_first_answer_tokens(forget["labels"], a.ignore_first_n_answer_tokens)}
         terms = {}
+        if self._linear_ce_u:
+            loss, logp, mask = self._linear_ce_u_step(model, forget, inputs.get("retain"))
+            terms["total" if a.objective == "ce_u_retain" else "forget"] = loss
+            self._log_step(terms, logp, mask)
+            return (loss, None) if return_outputs else loss
         if a.ce_u_from_logits and a.objective in ("ce_u", "ce_u_retain"):
             logits = self._logits(model, forget)
             labels, mask = _shifted(forget)
@@ -168,6 +232,20 @@ class UnlearnTrainer(Trainer):
                 loss = loss + a.alpha * terms["retain"]
         self._log_step(terms, logp, mask)
         return (loss, None) if return_outputs else loss
+
+    def _linear_ce_u_step(self, model, forget, retain):
+        """CE-U on the forget tokens (ce_u), or the unified loss, one token mean over CE-U on forget tokens and CE on
+        retain tokens (ce_u_retain), with `linear_ce_u_loss`. Returns (loss, forget log p_y, forget mask)."""
+        def run(batch, unlearn, reduction):
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         linear_ce_u=dict(labels=batch["labels"], unlearn=unlearn, reduction=reduction))
+
+        if retain is None:
+            return run(forget, True, "mean")
+        forget_sum, logp, mask = run(forget, True, "sum")
+        retain_sum, _, retain_mask = run(retain, False, "sum")
+        count = (mask.sum() + retain_mask.sum()).clamp(min=1)
+        return (forget_sum + retain_sum) / count, logp, mask
 
     def _log_step(self, terms, forget_logp, forget_mask):
         mode = "train" if self.model.training else "eval"
