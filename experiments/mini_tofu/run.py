@@ -1,0 +1,196 @@
+"""Mini-TOFU over seeds and learning rates: the TOFU protocol offline on a tiny Llama built locally.
+
+    python -m experiments.mini_tofu [--seeds 0 1 2] [--full] [--workers 2] [--out DIR]
+
+Per seed: build a tokenizer and a randomly initialised 2-layer Llama; finetune it into the "full" model (retain
+authors + forget authors + real-authors and world-facts QA) and the "retain" model (the same without the forget
+authors); unlearn the full model with every objective at every learning rate, evaluating with the TOFU metrics at
+several steps (forget quality against that seed's retain model). Writes, under the output folder, results.json
+(config, machine, command, per seed, mean / sd, trajectories, best operating points), results.md,
+trajectories.{png,json}, unlearning_traces.png, eval/seed<s>/<model>/TOFU_{EVAL,SUMMARY}.json and per-step logs in
+logs/. Results are rewritten after every finished job, and jobs already done in the folder (jobs/) are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict
+from pathlib import Path
+
+from ceu_rl.console import JobLines
+from ceu_rl.tofu.data import load_split
+from ceu_rl.tofu.evaluate import write_eval
+
+from ..machine import machine_info
+from . import jobs, plots, report
+from .config import MATCHED_LR, MiniTofuConfig, full_preset, main_preset
+
+_RUN_FIELDS = ("out", "seeds", "objectives", "learning_rates")  # may differ between runs that share job results
+
+
+class _InlineExecutor:
+    """workers=0: every job in this process, one after the other (tests; no process start-up)."""
+
+    def submit(self, fn, *args):
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _job_settings(cfg: MiniTofuConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k not in _RUN_FIELDS}
+
+
+def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
+    path = out / "jobs" / f"seed{seed}" / f"{name}.json"
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if record["settings"] != json.loads(json.dumps(_job_settings(cfg))):
+        raise SystemExit(f"{path} was made with other settings; use another --out (or delete {out / 'jobs'}).")
+    return record
+
+
+def _save_done(out: Path, cfg: MiniTofuConfig, record: dict) -> None:
+    path = out / "jobs" / f"seed{record['seed']}" / f"{record['name']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**record, "settings": _job_settings(cfg)}))
+
+
+def _mean_traces(cfg, records) -> dict:
+    """Per-step loss, gradient norm and p_y at the matched (or first) learning rate, mean over seeds."""
+    lr = MATCHED_LR if MATCHED_LR in cfg.learning_rates else cfg.learning_rates[0]
+    out = {}
+    for objective in cfg.objectives:
+        runs = [r["trace"] for (s, n), r in records.items() if n == f"{objective}_lr{lr:g}"]
+        if runs:
+            out[objective] = [{k: sum(run[i][k] for run in runs) / len(runs) for k in runs[0][i]}
+                              for i in range(min(len(run) for run in runs))]
+    return out
+
+
+def write_results(cfg, records: dict, out: Path, meta: dict, final: bool = False) -> dict:
+    summaries = report.per_seed_summaries(records)
+    rows = report.final_rows(cfg, summaries)
+    traj = report.trajectories(cfg, summaries)
+    best = report.best_operating_points(cfg, summaries)
+    cpu = sum(r["cpu_s"] for r in records.values())
+    result = {**meta, "config": asdict(cfg), "complete": final, "total_job_cpu_s": cpu,
+              "rows": rows, "best_operating_point": best, "per_seed": {str(s): v for s, v in summaries.items()}}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    (out / "trajectories.json").write_text(json.dumps({"command": meta["command"], "trajectories": traj}, indent=2))
+    table = report.markdown(cfg, rows, best)
+    runtime = meta.get("runtime_s")
+    footer = (f"\n\nSeeds {list(cfg.seeds)}; {'complete' if final else 'INCOMPLETE (still running)'}; sum of job CPU "
+              f"time {cpu:.0f} s" + (f", wall time {runtime:.0f} s with {meta['workers']} worker process(es)" if runtime
+                                     else "") + f".\nCommand: `{meta['command']}`\nMachine: {meta['machine']}\n")
+    (out / "results.md").write_text(table + footer)
+    if final:
+        plots.plot_trajectories(cfg, traj, rows, out / "trajectories.png")
+        plots.plot_traces(_mean_traces(cfg, records), out / "unlearning_traces.png")
+        for (seed, name), rec in records.items():
+            if (seed, "retain") in records:
+                log = rec.get("eval_log") or rec["eval_logs"][str(max(int(k) for k in rec["eval_logs"]))]
+                write_eval(log, out / "eval" / f"seed{seed}" / name, records[(seed, "retain")]["eval_log"])
+    return result
+
+
+def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None) -> dict:
+    """Every job of `cfg`, `workers` processes at a time (one torch thread each; 0: in this process)."""
+    start = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"command": command or "python -m experiments.mini_tofu " + " ".join(sys.argv[1:]), "workers": workers,
+            "machine": machine_info()}
+    forget_size = len(load_split(cfg.forget_split))
+    records: dict = {}
+    todo = [(s, n) for s in cfg.seeds for n in ("full", "retain", *(n for n, _, _ in report.run_names(cfg)))]
+    to_run = sum(_load_done(out, cfg, s, n) is None for s, n in todo)
+    lines = JobLines(to_run, "mini-tofu")
+    print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(cfg.objectives)} objectives x {len(cfg.learning_rates)} lr + "
+          f"full + retain): {to_run} jobs to run ({len(todo) - to_run} done already), {workers} worker(s); "
+          f"unlearning evaluated at steps {jobs.unlearn_steps(cfg, forget_size)}; logs in {out}/logs", flush=True)
+    if workers > 0:
+        import multiprocessing as mp
+
+        executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=jobs.init_worker)
+    else:
+        executor = _InlineExecutor()
+    pending: dict = {}
+
+    def done(record):
+        records[(record["seed"], record["name"])] = record
+        if record["name"] == "full":
+            queue_unlearning(record["seed"])
+
+    def submit(seed, name, fn, *args):
+        cached = _load_done(out, cfg, seed, name)
+        if cached is not None:
+            done(cached)
+        else:
+            pending[executor.submit(fn, cfg, seed, *args, out)] = (seed, name)
+
+    def queue_seed(i):
+        if i < len(cfg.seeds):
+            jobs.build_init(cfg, cfg.seeds[i], out / "models" / f"seed{cfg.seeds[i]}" / "init")
+            for name in ("full", "retain"):
+                submit(cfg.seeds[i], name, jobs.finetune_job, name)
+
+    def queue_unlearning(seed):
+        for name, objective, lr in report.run_names(cfg):
+            submit(seed, name, jobs.unlearn_job, objective, lr)
+        queue_seed(cfg.seeds.index(seed) + 1)  # the next seed's finetunes queue behind this seed's runs
+
+    with executor:
+        queue_seed(0)
+        while pending:
+            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for future in finished:
+                seed, name = pending.pop(future)
+                record = future.result()
+                _save_done(out, cfg, record)
+                done(record)
+                summary = report.per_seed_summaries({k: v for k, v in records.items() if k[0] == seed})
+                final = summary.get(seed, {}).get(name)
+                shown = final[max(final)] if final else {}
+                lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]),
+                           **{k: shown[k] for k in ("forget_quality", "model_utility") if k in shown})
+                write_results(cfg, records, out, meta)
+    meta["runtime_s"] = time.time() - start
+    result = write_results(cfg, records, out, meta, final=True)
+    print("\n" + (out / "results.md").read_text(), flush=True)
+    print(f"[mini-tofu] {meta['runtime_s']:.0f} s; results in {out}/results.{{json,md}}, plots {out}/trajectories.png "
+          f"and {out}/unlearning_traces.png, per-step logs in {out}/logs/", flush=True)
+    return result
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description="mini-TOFU over seeds and learning rates (offline, tiny Llama)")
+    p.add_argument("--full", action="store_true", help="5 seeds x 3 learning rates (5e-5, 2e-4, 8e-4)")
+    p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (main), 0..4 (--full)")
+    p.add_argument("--learning_rates", type=float, nargs="+", help="default: 2e-4 (main), 5e-5 2e-4 8e-4 (--full)")
+    p.add_argument("--objectives", nargs="+", help="default: all nine")
+    p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (0: inline)")
+    p.add_argument("--out", help="output folder (default outputs/mini_tofu, or outputs/mini_tofu_full)")
+    return p.parse_args(argv)
+
+
+def config_from_args(args) -> MiniTofuConfig:
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k in ("seeds", "learning_rates", "objectives", "out")
+                 if (v := getattr(args, k)) is not None}
+    return (full_preset if args.full else main_preset)(**overrides)
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    return run(config_from_args(args), args.workers)
