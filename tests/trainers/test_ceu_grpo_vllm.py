@@ -12,13 +12,19 @@ import pytest
 pytest.importorskip("vllm")
 
 
-def test_colocate_training_and_weight_sync(tmp_path):
+def _run_script(name, *argv):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TQDM_DISABLE": "1"}
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("vllm_colocate_run.py")), str(tmp_path)],
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name(name)), *map(str, argv)],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    print("colocate result:", result)
+    print(name, "result:", result)
+    return result
+
+
+def test_colocate_training_and_weight_sync(tmp_path):
+    """This machine's own CPU GEMM dispatch (packed on oneDNN/AMX/zentorch CPUs, where TRL's in-place sync failed)."""
+    result = _run_script("vllm_colocate_run.py", tmp_path)
     assert len(result["losses"]) == 3 and result["ceu_logged"]
     # vLLM's CPU backend runs this float32 checkpoint in bfloat16, so greedy ties within bf16 rounding may break
     # differently (seen: a 4e-4-nat tie at the first token). The check: teacher-forced on vLLM's greedy tokens, the
@@ -30,6 +36,53 @@ def test_colocate_training_and_weight_sync(tmp_path):
     assert result["transformers"] != result["initial"]
     matches = sum(a == b for a, b in zip(result["vllm"], result["transformers"]))
     assert matches >= 1, result
+
+
+def test_colocate_weight_sync_under_the_other_cpu_gemm_dispatch(tmp_path):
+    """The dispatch kind this machine does not pick, forced (see vllm_dispatch_run.py): the packed-weight case runs on
+    every CPU, the unpacked one on packing CPUs. Two syncs of new weights, each checked teacher-forced."""
+    result = _run_script("vllm_dispatch_run.py", tmp_path)
+    assert result["sync_class"] == "CPUReloadVLLMGeneration"
+    packed = result["forced"] == "emulated_packed"
+    assert result["forced"] in ("emulated_packed", "torch_linear")
+    assert len(result["runs"]) == 2
+    for run in result["runs"]:
+        if packed:  # the weight really was removed, and TRL's in-place copy fails on it as in the bug report
+            assert run["weight_numel"] == 0 and "weight_loader" in run["trl_inplace_error"], run
+        else:
+            assert run["weight_numel"] > 0, run
+        assert run["gap_synced"] < 0.05, run  # vLLM's greedy tokens are the new model's top-1 (bf16 tolerance)
+        assert run["gap_before"] > 0.15, run  # and not the previous weights' choice
+
+
+def test_cpu_vllm_weight_sync_patches_only_during_init_and_defers_to_trl_off_cpu(monkeypatch):
+    """No vLLM start: the patch is scoped to the trainer's __init__, and a GPU vLLM keeps TRL's sync."""
+    from types import SimpleNamespace
+
+    from trl.generation import vllm_generation
+    from trl.trainer import grpo_trainer
+
+    from ceu_rl.trainers import vllm_cpu
+
+    original_generation, original_client = grpo_trainer.VLLMGeneration, vllm_generation.VLLMClient
+    args = SimpleNamespace(use_vllm=True, vllm_mode="colocate", device=SimpleNamespace(type="cpu"))
+    with vllm_cpu.cpu_vllm_weight_sync(args):
+        assert grpo_trainer.VLLMGeneration is vllm_cpu.CPUReloadVLLMGeneration
+        assert vllm_generation.VLLMClient is original_client
+    assert grpo_trainer.VLLMGeneration is original_generation
+    args = SimpleNamespace(use_vllm=True, vllm_mode="server", device=SimpleNamespace(type="cpu"))
+    with vllm_cpu.cpu_vllm_weight_sync(args):
+        assert vllm_generation.VLLMClient is vllm_cpu.CPUWeightReloadVLLMClient
+        assert grpo_trainer.VLLMGeneration is original_generation
+    assert vllm_generation.VLLMClient is original_client
+
+    calls = []
+    monkeypatch.setattr(original_generation, "sync_weights", lambda self: calls.append("trl"))
+    monkeypatch.setattr(vllm_cpu, "vllm_runs_on_cpu", lambda: False)
+    generation = object.__new__(vllm_cpu.CPUReloadVLLMGeneration)
+    generation.mode = "colocate"
+    generation.sync_weights()
+    assert calls == ["trl"]
 
 
 def _free_port():
