@@ -6,53 +6,86 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+from ..objectives.reweighted_logprobs import NEGATIVE_OBJECTIVES
+
+# The default `negative_objective`: one constant, so that the evidence of issue 10 can change it in one place.
+DEFAULT_NEGATIVE_OBJECTIVE = "ceu_full"
+# Older names still accepted (the value is kept as given; the trainer resolves it).
+NEGATIVE_OBJECTIVE_ALIASES = {"ceu": "ceu_full"}
+# TRL 1.16's loss types; every one has a push-down term on negative-advantage tokens (see the docstring).
+SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")
 
 
 @dataclass
 class CEUGRPOConfig(GRPOConfig):
     r"""
-    [`~trl.GRPOConfig`] with `negative_objective`: what tokens of negative-advantage completions receive.
+    [`~trl.GRPOConfig`] with `negative_objective`: what the tokens of negative-advantage completions receive.
 
     GRPO's per-token surrogate -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) (Shao et al., "DeepSeekMath",
     https://huggingface.co/papers/2402.03300) has, for A < 0 and where not clipped, the gradient |A| r grad log pi:
-    gradient ascent on the sampled tokens of bad completions, vanishing on confident tokens and never stopping.
-    With `"ceu"` those tokens get |A| sg(r) 1[r >= 1 - eps_low] CE-U(token) instead (1[1 - eps_low <= r <= delta]
-    with `delta`): bounded, fading once the token is unlikely (Bo Yang, "CE-U: Cross Entropy Unlearning",
-    https://huggingface.co/papers/2503.01224, Sec. 5). Tokens with A >= 0, the KL term, masks, importance-sampling
-    correction and aggregation stay TRL's.
+    gradient ascent on the sampled tokens of bad completions, whose push on the token's own logit is |A| r (1 - p):
+    vanishing on confident tokens, never stopping on unlikely ones. CE-U (Bo Yang, "CE-U: Cross Entropy Unlearning",
+    https://huggingface.co/papers/2503.01224, Sec. 5) has the gradient w grad log p with w = p / (1 - p), a logit push
+    p: bounded, fading once the token is unlikely. Every variant below multiplies the gradient of log pi on tokens with
+    A < 0 by a weight w (value unchanged; `reweighted_logprobs`), then runs TRL's own loss body; tokens with A >= 0,
+    masks, importance-sampling corrections, the entropy bonus and the aggregation of `loss_type` are TRL's.
+
+    Per-token weight on a token of a completion with A < 0 (p = pi(token); logit push = |A| r (1 - p) w):
+
+    - `"pg"`: w = 1. TRL's GRPO exactly (its code path, bit for bit).
+    - `"ceu_full"` (the CE-U-GRPO of the first release; `"ceu"` is an alias): w = p / (1 - p), logit push p. On a
+      token shared by the positive and negative completions of a group the pull (1 - p) and push p balance at
+      p* = P / (P + M) (P, M: the positive and negative advantage weight on it), p* = 1/2 for a balanced group: it
+      drags confident shared tokens (format, common prefixes) to 1/2 (`analysis/DERIVATIONS.md`, Sec. 7).
+    - `"ceu_min"`: w = min(1, p / (1 - p)), logit push min(p, 1 - p): CE-U's below p = 1/2 (fades to 0 as p -> 0),
+      the policy gradient's above (no pull of confident shared tokens toward 1/2).
+    - `"ceu_prefix"`: w = 1 on tokens t < d, p / (1 - p) on t >= d, d = the first position where the completion
+      differs from every positive-advantage completion of its group (prefix credit): tokens a bad completion shares,
+      context and token, with a good one keep the policy gradient (which cancels there); CE-U acts on its own tokens.
+
+    With the other loss types the weight multiplies the same push-down term (its sign checked: for A < 0 each loss
+    has a gradient c |A| grad log pi with c >= 0): `"cispo"` c = sg(min(r, eps_high)); `"sapo"`
+    c = 4 s (1 - s) r, s = sigmoid(tau_neg (r - 1)); `"vespo"` c = phi(sequence ratio) (detached); `"luspo"` as
+    grpo with a sequence sum. `importance_sampling_level="sequence"` (GSPO): the ratio s = exp(mean_t log(pi/pi_old))
+    gives a negative completion the gradient |A| s (1/|o|) sum_t grad log pi(t), which becomes
+    |A| s (1/|o|) sum_t w_t grad log pi(t). The entropy bonus (`entropy_coef`, static or adaptive) is an additive term
+    and stays TRL's. With `beta != 0` the KL term keeps TRL's gradient (not reweighted) and needs
+    `use_bias_correction_kl=False`: its importance weight is the ratio that carries the reweighting.
 
     Parameters:
-        negative_objective (`str`, *optional*, defaults to `"ceu"`):
-            `"ceu"` (CE-U on negative-advantage tokens) or `"pg"` (TRL's policy gradient, exactly).
+        negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE` = `"ceu_full"`):
+            one of `"pg"`, `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"` (`"ceu"` = `"ceu_full"`).
     """
 
     negative_objective: str = field(
-        default="ceu",
-        metadata={"help": "'ceu': CE-U on negative-advantage tokens; 'pg': TRL's GRPO unchanged."},
+        default=DEFAULT_NEGATIVE_OBJECTIVE,
+        metadata={"help": "What negative-advantage tokens get: 'pg' (TRL's GRPO unchanged), 'ceu_full' (CE-U), "
+                  "'ceu_min' (CE-U below p=1/2, PG above), 'ceu_prefix' (CE-U after divergence from every "
+                  "positive completion of the group). 'ceu' = 'ceu_full'."},
     )
+
+    @property
+    def negative_objective_name(self) -> str:
+        """`negative_objective` with aliases resolved ("ceu" -> "ceu_full")."""
+        return NEGATIVE_OBJECTIVE_ALIASES.get(self.negative_objective, self.negative_objective)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.negative_objective not in ("ceu", "pg"):
-            raise ValueError(f"negative_objective={self.negative_objective!r}: use 'ceu' or 'pg'.")
-        if self.negative_objective == "pg":
+        choices = (*NEGATIVE_OBJECTIVES, *NEGATIVE_OBJECTIVE_ALIASES)
+        if self.negative_objective not in choices:
+            raise ValueError(f"negative_objective={self.negative_objective!r} is not known; use one of {choices}.")
+        name = self.negative_objective_name
+        if name == "pg":
             return
         if self.loss_type not in SUPPORTED_LOSS_TYPES:
             raise ValueError(
-                f"loss_type={self.loss_type!r} is not supported with negative_objective='ceu'; use one of "
+                f"loss_type={self.loss_type!r} is not supported with negative_objective={name!r}; use one of "
                 f"{SUPPORTED_LOSS_TYPES} or negative_objective='pg'."
             )
-        unsupported = {
-            "importance_sampling_level": (self.importance_sampling_level, "token"),
-            "use_liger_kernel": (self.use_liger_kernel, False),
-            "padding_free": (getattr(self, "padding_free", False), False),
-            "entropy_coef": (self.entropy_coef, 0.0),
-            "use_adaptive_entropy": (self.use_adaptive_entropy, False),
-        }
-        for name, (value, default) in unsupported.items():
-            if value != default:
-                raise ValueError(
-                    f"{name}={value!r} is not supported with negative_objective='ceu' (CE-U-GRPO); set "
-                    f"{name}={default!r} or negative_objective='pg'."
-                )
+        if self.beta != 0.0 and self.use_bias_correction_kl:
+            raise ValueError(
+                f"use_bias_correction_kl=True with beta={self.beta} is not supported with negative_objective="
+                f"{name!r}: the KL term's importance weight is the ratio that carries CE-U's reweighting, so the KL "
+                "gradient on negative-advantage tokens would be reweighted too. Set use_bias_correction_kl=False "
+                "(the KL term then keeps TRL's gradient exactly), beta=0, or negative_objective='pg'."
+            )

@@ -1,0 +1,95 @@
+"""One seam for every CE-U counterpart: a per-token log-prob with the same value and a reweighted gradient.
+
+Each CE-U counterpart so far (CE-U-DPO's rejected tokens, CE-U-GRPO's negative-advantage tokens) keeps a method's
+loss and only changes the gradient of log pi on the tokens being pushed down: w * grad log pi, w = p / (1 - p) for
+CE-U (or a variant's weight). Feeding `reweighted_logprobs(l, w)` to an unchanged TRL loss body does exactly that.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_same_shape
+from .logprob_form import _MIN_ONE_MINUS_P
+
+# CE-U-GRPO's choices of what negative-advantage tokens get (see `negative_token_weight` and CEUGRPOConfig).
+NEGATIVE_OBJECTIVES = ("pg", "ceu_full", "ceu_min", "ceu_prefix")
+
+
+def reweighted_logprobs(logprobs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    r"""sg(l) + w (l - sg(l)): the value of `logprobs` (bit for bit) whose gradient is `weight` * grad l.
+
+    Any loss f(l) computed from it has the value f(l) and the gradient f'(l) w grad l. With w = p / (1 - p) on a
+    token pushed down by gradient ascent (f' > 0 on log pi in the loss), the push becomes CE-U's: grad -log(1 - p) =
+    w grad log p (CE-U paper, arXiv 2503.01224, Sec. 5). `weight` is treated as a constant; w = 1 leaves a token
+    as it is.
+    """
+    check_same_shape("weight", weight, "logprobs", logprobs)
+    frozen = logprobs.detach()
+    return frozen + weight.detach().to(logprobs.dtype) * (logprobs - frozen)
+
+
+def ce_u_weight(logprobs: torch.Tensor, min_one_minus_p: float | None = None) -> torch.Tensor:
+    r"""w = p / (1 - p) per token from log p (no gradient): CE-U's gradient is w grad log p.
+
+    1 - p is -expm1(log p), floored at 1e-6 (float32) / 1e-12 (float64) as in `ce_u_loss_from_logprobs`, so w is
+    capped (~1e6 in float32) instead of inf when log p rounds to 0. Returned in the dtype of `logprobs`.
+    """
+    cdtype = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
+    floor = _MIN_ONE_MINUS_P[cdtype] if min_one_minus_p is None else float(min_one_minus_p)
+    with torch.no_grad():
+        logp = logprobs.detach().to(cdtype).clamp(max=0.0)
+        return (torch.exp(logp) / (-torch.expm1(logp)).clamp(min=floor)).to(logprobs.dtype)
+
+
+def divergence_from_positives(completion_ids: torch.Tensor, completion_mask: torch.Tensor,
+                              advantages: torch.Tensor, group_size: int) -> torch.Tensor:
+    r"""Per completion: the first position where it differs from every positive-advantage completion of its group.
+
+    Completions come in groups of `group_size` consecutive rows (TRL's GRPO layout before shuffling). For row i,
+    d_i = max over rows j of i's group with A_j > 0 of the length of the common prefix of i and j (counting positions
+    where both are unpadded and equal): tokens t < d_i of completion i are shared, context and token, with some
+    positive completion; t >= d_i are its own. 0 when the group has no positive completion. Returns (B,) long.
+    """
+    if completion_ids.dim() != 2 or completion_ids.shape != completion_mask.shape:
+        raise ValueError(f"completion_ids {tuple(completion_ids.shape)} and completion_mask "
+                         f"{tuple(completion_mask.shape)} must both be (B, T).")
+    batch, length = completion_ids.shape
+    if group_size < 1 or batch % group_size:
+        raise ValueError(f"group_size={group_size} must divide the batch size {batch} (num_generations).")
+    advantages = advantages.reshape(batch, -1)[:, 0]  # (B,) or (B, T) with one value per completion
+    ids = completion_ids.reshape(-1, group_size, 1, length)
+    valid = completion_mask.bool().reshape(-1, group_size, 1, length)
+    same = (ids == ids.transpose(1, 2)) & valid & valid.transpose(1, 2)  # (groups, i, j, T)
+    common_prefix = same.long().cumprod(dim=-1).sum(dim=-1)  # (groups, i, j)
+    positive = (advantages > 0).reshape(-1, 1, group_size)
+    return torch.where(positive, common_prefix, torch.zeros_like(common_prefix)).amax(dim=-1).reshape(batch)
+
+
+def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: torch.Tensor,
+                          divergence_index: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Gradient weight w per token for CE-U-GRPO's `negative_objective` (1 where A >= 0; no gradient).
+
+    On tokens of negative-advantage completions (A < 0), with p = exp(log pi(token)):
+
+        "pg"          w = 1                      TRL's policy gradient: logit push (1 - p)
+        "ceu_full"    w = p / (1 - p)            CE-U: logit push p
+        "ceu_min"     w = min(1, p / (1 - p))    logit push min(p, 1 - p): CE-U below p = 1/2, PG above
+        "ceu_prefix"  w = 1 for t < d, p / (1 - p) for t >= d,  d = `divergence_from_positives` of the completion
+
+    (the logit push is the size of the gradient on the token's own logit, |A| r times it.)
+    """
+    if objective not in NEGATIVE_OBJECTIVES:
+        raise ValueError(f"negative_objective={objective!r}: use one of {NEGATIVE_OBJECTIVES}.")
+    advantages = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs)
+    if objective == "pg":
+        return torch.ones_like(logprobs)
+    weight = ce_u_weight(logprobs)
+    if objective == "ceu_min":
+        weight = weight.clamp(max=1.0)
+    elif objective == "ceu_prefix":
+        if divergence_index is None:
+            raise ValueError("negative_objective='ceu_prefix' needs divergence_index (divergence_from_positives).")
+        position = torch.arange(logprobs.shape[-1], device=logprobs.device)
+        weight = torch.where(position < divergence_index.reshape(-1, 1), torch.ones_like(weight), weight)
+    return torch.where(advantages < 0, weight, torch.ones_like(weight))
