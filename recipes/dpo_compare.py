@@ -64,7 +64,9 @@ def pair_metrics(before: torch.Tensor, after: torch.Tensor, beta: float) -> dict
 
 def run_seed(out: Path, seed: int, epochs: str, num_pairs: int, beta: float):
     dataset = dpo.tofu_preference_dataset(num_pairs)
-    model_path = dpo.build_tiny_model(out / f"seed{seed}", dataset, 8, seed)
+    (out / f"seed{seed}").mkdir(parents=True, exist_ok=True)
+    with open(out / f"seed{seed}" / "sft_log.txt", "w") as log, contextlib.redirect_stdout(log):
+        model_path = dpo.build_tiny_model(out / f"seed{seed}", dataset, 8, seed)
     before = completion_logps(model_path, dataset)
     results, traces = {}, {}
     for name, loss_type in LOSSES.items():
@@ -79,12 +81,15 @@ def run_seed(out: Path, seed: int, epochs: str, num_pairs: int, beta: float):
     return results, traces
 
 
-def markdown(summary: dict, seeds: list[int]) -> str:
+def markdown(summary: dict, seeds: list[int], result: dict | None = None) -> str:
     lines = ["| loss | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     for name, metrics in summary.items():
         cells = [fmt(metrics[m]) for m in METRICS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(f"\nmean ± sd over seeds {seeds} (sd with n - 1); per-seed values in results.json")
+    if result:
+        lines.append(f"Command: `{result['command']}`; {result['runtime_s']:.0f} s wall (other jobs may have shared the "
+                     f"cores); machine: {result['machine']}")
     return "\n".join(lines)
 
 
@@ -138,7 +143,7 @@ def main(argv=None):
               "machine": machine_info()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    table = markdown(summary, args.seeds)
+    table = markdown(summary, args.seeds, result)
     (out / "results.md").write_text(table + "\n")
     plot(traces, out / "dpo_vs_ceu_dpo.png")
     print(table + f"\n\nresults in {out}/results.{{json,md}}, plot {out}/dpo_vs_ceu_dpo.png", flush=True)
