@@ -25,6 +25,14 @@ class CEUDPOConfig(DPOConfig):
     weight beta * sigma(-u) and replaces that ascent with CE-U (Bo Yang, "CE-U: Cross Entropy Unlearning",
     https://huggingface.co/papers/2503.01224), whose token gradient is bounded and stops once the token is forgotten.
 
+    Implementation: TRL's "sigmoid" loss body on log-probs whose rejected tokens carry the gradient
+    ceu_weight * p / (1 - p) * grad log pi (`reweighted_logprobs`): the same gradient as L above, and the loss value
+    is DPO's. So TRL's options of that loss body keep their meaning, the gradient ascent inside each becoming CE-U
+    (each has a rejected-side gradient c * grad log pi(rejected) with c >= 0, checked): `f_divergence_type`
+    (forward_kl, js_divergence, alpha_divergence: c = beta sigma(-beta delta) f''-factor > 0), LD-DPO's `ld_alpha`
+    (c carries alpha on the tokens past the shorter completion), WPO's `use_weighting` (c carries the detached pair
+    weight). Not supported: `label_smoothing` (TRL's sigmoid loss ignores it), `loss_weights` (a single loss).
+
     Parameters:
         ceu_weight (`float`, *optional*, defaults to `1.0`):
             gamma above: the weight of the CE-U term on rejected tokens relative to DPO's own weight on the rejected
@@ -50,12 +58,7 @@ class CEUDPOConfig(DPOConfig):
             )
         unsupported = {
             "label_smoothing": (self.label_smoothing, 0.0),
-            "use_weighting": (self.use_weighting, False),
-            "ld_alpha": (self.ld_alpha, None),
             "rpo_alpha": (getattr(self, "rpo_alpha", None), None),
-            "use_liger_kernel": (self.use_liger_kernel, False),
-            "padding_free": (self.padding_free, False),
-            "f_divergence_type": (self.f_divergence_type, "reverse_kl"),
             "loss_weights": (self.loss_weights, None),
         }
         for name, (value, default) in unsupported.items():

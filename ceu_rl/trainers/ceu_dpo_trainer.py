@@ -1,20 +1,23 @@
 """CE-U-DPO: TRL's DPOTrainer with the gradient ascent on rejected tokens replaced by CE-U.
 
-Only `_compute_loss` changes, and only for `loss_type="ceu"`; every other loss type is TRL's code path untouched.
-CE-U is computed from the fused LM head's per-token log-prob and entropy (`ce_u_loss_from_logprobs`), so no
-B x T x V logits are built.
+The trainer changes only where the log-probs come from. With `loss_type="ceu"` TRL's own `_compute_loss` runs its
+`"sigmoid"` loss, but the policy's per-token log-probs of rejected completion tokens are `reweighted_logprobs(l, w)`
+with w = ceu_weight * p / (1 - p): same value, gradient w * grad l. DPO's gradient on a rejected token,
+beta sigma(-u) grad log pi (gradient ascent), becomes beta sigma(-u) ceu_weight grad CE-U, which is CE-U-DPO
+(`ceu_dpo_loss`) exactly, and every option of TRL's loss body (f-divergences, LD-DPO's `ld_alpha`, WPO's
+`use_weighting`) applies to it. The loss value is TRL's DPO value; CE-U's value is logged (`loss/ceu_term`).
+Every other `loss_type` is TRL's code path untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from trl import DPOTrainer
 
-from ..objectives import ceu_dpo_loss
+from ..objectives import ce_u_loss_from_logprobs, ce_u_weight, reweighted_logprobs
 from .ceu_dpo_config import CEUDPOConfig
-
-# Batch keys that are not model inputs (as in TRL's DPOTrainer._compute_loss).
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps"}
 
 
 class CEUDPOTrainer(DPOTrainer):
@@ -26,7 +29,8 @@ class CEUDPOTrainer(DPOTrainer):
         if args is not None and not isinstance(args, CEUDPOConfig) and "ceu" in getattr(args, "loss_type", []):
             raise ValueError("loss_type='ceu' needs a CEUDPOConfig (it carries ceu_weight), not a plain DPOConfig.")
         self._is_ceu = args is not None and getattr(args, "loss_type", None) == ["ceu"]
-        super().__init__(model, ref_model, args, *pargs, **kwargs)
+        with _runs_as_sigmoid(args if self._is_ceu else None):
+            super().__init__(model, ref_model, args, *pargs, **kwargs)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         _check_preference_dataset(dataset, dataset_name, check_empty_rejected=self._is_ceu)
@@ -35,95 +39,71 @@ class CEUDPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         if not self._is_ceu:
             return super()._compute_loss(model, inputs, return_outputs)
+        policy = _RejectedTokensReweighted(model, inputs["completion_mask"], self.args.ceu_weight)
+        result = super()._compute_loss(policy, inputs, return_outputs)
+        self._log_ceu_metrics(result[0] if return_outputs else result, policy)
+        return result
+
+    def _log_ceu_metrics(self, loss, policy):
         mode = "train" if self.model.training else "eval"
-
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}
-        model_kwargs["use_cache"] = False
-        if self.aux_loss_enabled:
-            model_kwargs["output_router_logits"] = True
-        completion_mask = inputs["completion_mask"]
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
-        outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)
-        shift_mask = completion_mask[..., 1:]
-        seq_len = shift_mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
-        per_token_logps = outputs.log_probs[:, -seq_len:]
-        chosen_logps, rejected_logps = per_token_logps.sum(dim=1).chunk(2, dim=0)  # batch is [chosen, rejected]
-
-        if self.precompute_ref_logps:
-            ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        else:
-            ref_model = self.model if self.ref_model is None else self.ref_model  # PEFT: adapter disabled inside
-            ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(ref_model, inputs)
-        chosen_logratios = chosen_logps - ref_chosen_logps
-        rejected_logratios = rejected_logps - ref_rejected_logps
-
-        rejected_mask = shift_mask.chunk(2, dim=0)[1].bool()
-        rejected_token_logps = per_token_logps.chunk(2, dim=0)[1]
-        rejected_entropy = outputs.entropy[:, -seq_len:].chunk(2, dim=0)[1]
-        per_pair, dpo_term, ceu_term = ceu_dpo_loss(
-            chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, rejected_token_logps,
-            rejected_entropy, rejected_mask, beta=self.beta, ceu_weight=self.args.ceu_weight,
-        )
-        loss = per_pair.mean()
-        if self.aux_loss_enabled:
-            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-
-        self._log_metrics(mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_logratios,
-                          rejected_logratios)
-        self._log_ceu_metrics(mode, dpo_term, ceu_term, rejected_token_logps, rejected_mask)
-        if return_outputs:  # as TRL: the fused head builds no logits, so compute_metrics gets a second forward
-            with torch.no_grad():
-                outputs = model(**model_kwargs)
-            return loss, outputs
-        return loss
-
-    def _log_metrics(self, mode, inputs, outputs, seq_len, chosen_logps, rejected_logps, chosen_logratios,
-                     rejected_logratios):
-        """TRL's DPO metrics with TRL's meaning (rewards, margins, accuracies, log-probs, entropy, tokens)."""
-        gather = self.accelerator.gather_for_metrics
-        shift_mask = inputs["completion_mask"][..., 1:]
-        chosen_mask, rejected_mask = shift_mask.chunk(2, dim=0)
         metrics = self._metrics[mode]
-
-        total_tokens = gather(shift_mask.sum()).sum()
-        entropy_sum = gather((outputs.entropy[:, -seq_len:].detach() * shift_mask).sum()).sum()
-        metrics["entropy"].append((entropy_sum / total_tokens).item() if total_tokens > 0 else 0.0)
-        if mode == "train":
-            self._total_train_tokens += gather(inputs["attention_mask"].sum()).sum().item() // self._tp_size
-        metrics["num_tokens"] = [self._total_train_tokens]
-
-        chosen_logits, rejected_logits = outputs.mean_logits[:, -seq_len:].chunk(2, dim=0)
-        for name, logits, mask in (("chosen", chosen_logits, chosen_mask), ("rejected", rejected_logits, rejected_mask)):
-            total = gather(logits[mask.bool()].sum()).sum().item()
-            count = gather(mask.sum()).sum().item()
-            metrics[f"logits/{name}"].append(total / count if count > 0 else 0.0)
-        chosen_is_top1 = outputs.is_top1[:, -seq_len:].chunk(2, dim=0)[0]
-        correct = gather((chosen_is_top1 & chosen_mask.bool()).sum()).sum()
-        count = gather(chosen_mask.sum()).sum()
-        metrics["mean_token_accuracy"].append((correct / count).item() if count > 0 else 0.0)
-
-        chosen_rewards = self.beta * chosen_logratios.detach()
-        rejected_rewards = self.beta * rejected_logratios.detach()
-        metrics["rewards/chosen"].append(self.accelerator.gather(chosen_rewards).mean().item())
-        metrics["rewards/rejected"].append(self.accelerator.gather(rejected_rewards).mean().item())
-        accuracies = (chosen_rewards > rejected_rewards).float()
-        metrics["rewards/accuracies"].append(self.accelerator.gather(accuracies).mean().item())
-        metrics["rewards/margins"].append(self.accelerator.gather(chosen_rewards - rejected_rewards).mean().item())
-        metrics["logps/chosen"].append(self.accelerator.gather(chosen_logps.detach()).mean().item())
-        metrics["logps/rejected"].append(self.accelerator.gather(rejected_logps.detach()).mean().item())
-
-    def _log_ceu_metrics(self, mode, dpo_term, ceu_term, rejected_token_logps, rejected_mask):
         gather = self.accelerator.gather_for_metrics
-        metrics = self._metrics[mode]
-        metrics["loss/dpo_term"].append(self.accelerator.gather(dpo_term.detach()).mean().item())
-        metrics["loss/ceu_term"].append(self.accelerator.gather(ceu_term.detach()).mean().item())
-        token_logps = rejected_token_logps.detach()[rejected_mask]
-        count = gather(rejected_mask.sum()).sum()
+        mask = policy.rejected_mask
+        token_logps = policy.rejected_logps.detach()
+        metrics["loss/dpo_term"].append(self.accelerator.gather(loss.detach()).mean().item())
+        if loss.requires_grad:
+            # the adaptive weight DPO's loss body puts on each rejected token (beta sigma(-u) for sigmoid; with
+            # LD-DPO's alpha, f-divergence and WPO factors otherwise) is the loss's gradient w.r.t. the reweighted
+            # log-prob, times the batch size: CE-U-DPO's CE-U term is ceu_weight * that weight * CE-U
+            (grad,) = torch.autograd.grad(loss, policy.rejected_surrogate, retain_graph=True)
+            adaptive = grad.detach() * grad.size(0)  # the loss is a mean over pairs
+            ceu = ce_u_loss_from_logprobs(token_logps, policy.rejected_entropy.detach(), mask, reduction="none")
+            ceu_term = self.args.ceu_weight * (adaptive * ceu).sum(-1)
+            metrics["loss/ceu_term"].append(self.accelerator.gather(ceu_term).mean().item())
+        count = gather(mask.sum()).sum()
         if count > 0:
-            metrics["ceu/p_rejected_mean"].append((gather(token_logps.exp().sum()).sum() / count).item())
-            metrics["logps/rejected_token_mean"].append((gather(token_logps.sum()).sum() / count).item())
-            local_min = token_logps.min() if token_logps.numel() else torch.zeros((), device=token_logps.device)
+            metrics["ceu/p_rejected_mean"].append((gather(token_logps.exp()[mask].sum()).sum() / count).item())
+            metrics["logps/rejected_token_mean"].append((gather(token_logps[mask].sum()).sum() / count).item())
+            local_min = token_logps[mask].min() if mask.any() else torch.zeros((), device=token_logps.device)
             metrics["logps/rejected_token_min"].append(gather(local_min.reshape(1)).min().item())
+
+
+class _RejectedTokensReweighted:
+    """The policy model as TRL's `_compute_loss` calls it, returning on the fused-head call log-probs whose rejected
+    completion tokens carry CE-U's gradient: `reweighted_logprobs` with w = ceu_weight * p / (1 - p)."""
+
+    def __init__(self, model, completion_mask, ceu_weight: float):
+        self.model, self.ceu_weight = model, ceu_weight
+        shift_mask = completion_mask[..., 1:]
+        self.rejected_mask = shift_mask.chunk(2, dim=0)[1].bool()  # batch is [chosen, rejected]
+
+    def __call__(self, **kwargs):
+        outputs = self.model(**kwargs)
+        if not kwargs.get("fused_lm_head"):  # TRL's extra forward for compute_metrics
+            return outputs
+        seq_len = self.rejected_mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
+        logps = outputs.log_probs
+        chosen, rejected = logps[:, -seq_len:].chunk(2, dim=0)
+        weight = torch.where(self.rejected_mask, self.ceu_weight * ce_u_weight(rejected), torch.ones_like(rejected))
+        self.rejected_logps = rejected
+        self.rejected_surrogate = reweighted_logprobs(rejected, weight)
+        self.rejected_entropy = outputs.entropy[:, -seq_len:].chunk(2, dim=0)[1]
+        outputs.log_probs = torch.cat([logps[:, :-seq_len], torch.cat([chosen, self.rejected_surrogate])], dim=1)
+        return outputs
+
+
+@contextlib.contextmanager
+def _runs_as_sigmoid(args):
+    """While TRL's __init__ reads `args.loss_type`, CE-U-DPO is its "sigmoid" loss (on reweighted log-probs): TRL
+    then keeps `loss_types=["sigmoid"]` and validates the options against it. `args.loss_type` stays ["ceu"]."""
+    if args is None:
+        yield
+        return
+    args.loss_type = ["sigmoid"]
+    try:
+        yield
+    finally:
+        args.loss_type = ["ceu"]
 
 
 def _check_preference_dataset(dataset, name: str, check_empty_rejected: bool) -> None:

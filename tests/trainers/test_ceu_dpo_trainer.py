@@ -1,6 +1,7 @@
 """CEUDPOTrainer: gradients against an independent full-logits computation, exactness vs TRL, and the TRL features."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -62,17 +63,48 @@ def _naive_ce_u(logits, targets):
     return -(torch.where(q > 0, q * logp, torch.zeros_like(logp))).sum(-1)
 
 
-def _reference_ceu_dpo_loss(model, ref_model, batch, beta, gamma):
+def _f_prime(d, f_divergence, alpha):
+    """f'(pi/pi_ref) from the log-ratio d, per f-divergence (TRL's f-DPO scores)."""
+    if f_divergence == "forward_kl":
+        return 1 - torch.exp(-d)
+    if f_divergence == "js_divergence":
+        return math.log(2) + F.logsigmoid(d)
+    if f_divergence == "alpha_divergence":
+        return (torch.exp((alpha - 1) * d) - 1) / (alpha - 1)
+    return d
+
+
+def _reference_ceu_dpo_loss(model, ref_model, batch, beta, gamma, f_divergence="reverse_kl", alpha=0.5,
+                            ld_alpha=None, use_weighting=False):
+    """CE-U-DPO written out from full logits: DPO's sigmoid loss body (with TRL's f-divergence, LD-DPO and WPO
+    formulas) whose rejected-token log-probs keep their value but carry gamma * grad CE-U (naive, full logits).
+    Returns (loss, u, ceu_term): loss value DPO's; ceu_term = gamma sg(adaptive weight) sum_t CE-U, per pair."""
     logits, targets, mask, token_logps = _full_logits_logps(model, batch)
     with torch.no_grad():
         _, _, _, ref_token_logps = _full_logits_logps(ref_model, batch)
     n = batch["input_ids"].shape[0] // 2
-    dw = token_logps[:n].sum(1) - ref_token_logps[:n].sum(1)
-    dl = token_logps[n:].sum(1) - ref_token_logps[n:].sum(1)
-    u = beta * (dw - dl)
-    dpo = -F.logsigmoid(beta * (dw - dl.detach()))
-    ceu = (_naive_ce_u(logits[n:], targets[n:]) * mask[n:]).sum(1)
-    return (dpo + gamma * (beta * torch.sigmoid(-u)).detach() * ceu).mean(), u.detach()
+    ceu = _naive_ce_u(logits[n:], targets[n:]) * mask[n:]
+    pushed = token_logps.clone()
+    pushed[n:] = token_logps[n:].detach() + gamma * (ceu - ceu.detach())
+    if ld_alpha is None:
+        seq_weight = mask.float()
+    else:  # LD-DPO: tokens past the shorter completion of the pair count alpha
+        position = mask.long().cumsum(1)
+        lengths = mask.sum(1)
+        shared = torch.minimum(lengths[:n], lengths[n:]).repeat(2).unsqueeze(1)
+        seq_weight = ((position > 0) & (position <= shared)).float() + ld_alpha * (position > shared).float()
+    d = (pushed * seq_weight).sum(1) - (ref_token_logps * seq_weight).sum(1)
+    scores = _f_prime(d, f_divergence, alpha)
+    per_pair = -F.logsigmoid(beta * (scores[:n] - scores[n:]))
+    if use_weighting:  # WPO: exp(mean_t log p_t - log sum_v p_v^2) per completion, chosen x rejected, detached
+        with torch.no_grad():
+            log_sum_sq = torch.logsumexp(2 * torch.log_softmax(logits.float(), -1), -1)
+            w = torch.exp(((token_logps - log_sum_sq) * mask).sum(1) / mask.sum(1).clamp(min=1))
+        per_pair = per_pair * w[:n] * w[n:]
+    loss = per_pair.mean()
+    (adaptive,) = torch.autograd.grad(loss, pushed, retain_graph=True)
+    ceu_term = gamma * (adaptive[n:] * n * ceu.detach()).sum(1)
+    return loss, (beta * (d[:n] - d[n:])).detach(), ceu_term
 
 
 @pytest.mark.parametrize("gamma", [1.0, 0.3])
@@ -85,20 +117,62 @@ def test_gradient_equals_full_logits_formula(tiny_model_path, preference_dataset
     loss.backward()
     ours = _grads(trainer.model)
     trainer.model.zero_grad()
-    ref_loss, u = _reference_ceu_dpo_loss(trainer.model, trainer.ref_model, batch, 0.5, gamma)
+    ref_loss, u, ceu_term = _reference_ceu_dpo_loss(trainer.model, trainer.ref_model, batch, 0.5, gamma)
     ref_loss.backward()
     expected = _grads(trainer.model)
     assert not torch.allclose(u, torch.zeros_like(u), atol=1e-3)  # the adaptive weight is not trivially 1/2
+    # the CE-U-DPO objective as first written (ceu_dpo_loss): its gradient is the same
+    trainer.model.zero_grad()
+    logits, targets, mask, token_logps = _full_logits_logps(trainer.model, batch)
+    with torch.no_grad():
+        _, _, _, ref_token_logps = _full_logits_logps(trainer.ref_model, batch)
+    n = batch["input_ids"].shape[0] // 2
+    dw = token_logps[:n].sum(1) - ref_token_logps[:n].sum(1)
+    dl = token_logps[n:].sum(1) - ref_token_logps[n:].sum(1)
+    ceu = (_naive_ce_u(logits[n:], targets[n:]) * mask[n:]).sum(1)
+    written = -F.logsigmoid(0.5 * (dw - dl.detach())) + gamma * (0.5 * torch.sigmoid(-0.5 * (dw - dl))).detach() * ceu
+    written.mean().backward()
     torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=2e-4, atol=1e-5)
     assert ours.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(ours[name], expected[name], rtol=2e-3, atol=1e-6,
                                    msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(trainer.model.get_parameter(name).grad, expected[name], rtol=2e-3, atol=1e-6)
     metrics = trainer._metrics["train"]
     for key in ("loss/dpo_term", "loss/ceu_term", "ceu/p_rejected_mean", "logps/rejected_token_min",
                 "logps/rejected_token_mean", "rewards/margins", "rewards/accuracies"):
         assert len(metrics[key]) == 1, key
     assert 0 < metrics["ceu/p_rejected_mean"][0] < 1
+    # the logged CE-U term is the written objective's second term: gamma sg(beta sigma(-u)) sum_t CE-U
+    assert metrics["loss/ceu_term"][0] == pytest.approx(ceu_term.mean().item(), rel=1e-3)
+    assert metrics["loss/ceu_term"][0] == pytest.approx((written.mean() - ref_loss).item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("options", [
+    dict(f_divergence_type="forward_kl"),
+    dict(f_divergence_type="js_divergence"),
+    dict(f_divergence_type="alpha_divergence", f_alpha_divergence_coef=0.5),
+    dict(ld_alpha=0.5),
+    dict(use_weighting=True),
+])
+def test_trl_options_gradient_equals_full_logits_formula(tiny_model_path, preference_dataset, tmp_path, options):
+    trainer = _trainer(tiny_model_path, preference_dataset, _config(tmp_path, loss_type="ceu", **options))
+    _perturb(trainer.model)
+    trainer.model.train()
+    batch = _batch(trainer)
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    ours = _grads(trainer.model)
+    trainer.model.zero_grad()
+    ref_loss, _, ceu_term = _reference_ceu_dpo_loss(
+        trainer.model, trainer.ref_model, batch, 0.5, 1.0, options.get("f_divergence_type", "reverse_kl"),
+        options.get("f_alpha_divergence_coef", 0.5), options.get("ld_alpha"), options.get("use_weighting", False))
+    ref_loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=2e-4, atol=1e-5)
+    for name, grad in _grads(trainer.model).items():
+        torch.testing.assert_close(ours[name], grad, rtol=2e-3, atol=1e-4 * grad.abs().max().item(),
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    assert trainer._metrics["train"]["loss/ceu_term"][0] == pytest.approx(ceu_term.mean().item(), rel=1e-3)
 
 
 def test_gamma_zero_leaves_trls_chosen_part(tiny_model_path, preference_dataset, tmp_path):
@@ -189,10 +263,7 @@ def test_bad_datasets(tiny_model_path, preference_dataset, tmp_path):
 @pytest.mark.parametrize("kw, match", [
     (dict(loss_type=["ceu", "sft"]), "'ceu' stands alone"),
     (dict(loss_type="ceu", label_smoothing=0.1), "label_smoothing=0.1 is not supported"),
-    (dict(loss_type="ceu", use_weighting=True), "use_weighting"),
-    (dict(loss_type="ceu", ld_alpha=0.5), "ld_alpha"),
-    (dict(loss_type="ceu", use_liger_kernel=True), "use_liger_kernel"),
-    (dict(loss_type="ceu", padding_free=True), "padding_free"),
+    (dict(loss_type="ceu", loss_weights=[2.0]), "loss_weights"),
     (dict(loss_type="ceu", ceu_weight=-1.0), "ceu_weight must be >= 0"),
 ])
 def test_unsupported_combinations(tmp_path, kw, match):
