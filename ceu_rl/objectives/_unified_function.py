@@ -80,6 +80,12 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_value):
+        if torch.is_grad_enabled():  # create_graph=True: the gradient below is not itself differentiable
+            raise RuntimeError(
+                "ce_u_loss / unified_cross_entropy do not support double backward (create_graph=True, e.g. gradient "
+                "penalties or Hessian-vector products): their backward is a hand-written first derivative. Compute "
+                "the loss with plain torch ops for that, e.g. CE(q, p) with q = softmax(logits.detach() with the "
+                "label set to -inf), which autograd can differentiate twice.")
         logits, labels, unlearn, valid, lse_masked, z_label = ctx.saved_tensors
         n_rows, vocab = logits.shape
         cdtype = _compute_dtype(logits.dtype)

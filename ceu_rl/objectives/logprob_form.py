@@ -54,8 +54,7 @@ def ce_u_loss_from_logprobs(
     logp = logprobs.to(cdtype)
     floor = _MIN_ONE_MINUS_P[cdtype] if min_one_minus_p is None else float(min_one_minus_p)
     with torch.no_grad():
-        if bool((mask & (logp > 1e-4)).any()):
-            raise ValueError("logprobs must be <= 0 (log-probabilities); got positive values at valid positions.")
+        _check_logprobs_and_entropy(logp, entropy, mask)
         logp_c = logp.clamp(max=0.0)
         p = torch.exp(logp_c)
         one_minus_p = (-torch.expm1(logp_c)).clamp(min=floor)
@@ -66,6 +65,26 @@ def ce_u_loss_from_logprobs(
     per_token = value + weight * (logp - logp.detach())
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
     return reduce(per_token, mask, reduction, num_items_in_batch)
+
+
+def _check_logprobs_and_entropy(logp: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor) -> None:
+    """NaN in, NaN out would be silent here (the value is built from clamped copies): name the bad input instead.
+    Only valid (masked-in) positions are checked, so padding may hold anything."""
+    def first(bad):
+        return tuple(int(i) for i in bad.nonzero()[0].tolist())
+
+    bad = mask & torch.isnan(logp)
+    if bool(bad.any()):
+        raise ValueError(f"logprobs is NaN at valid position {first(bad)}: the model's forward produced NaN (e.g. an "
+                         "fp16 overflow, or a diverged run); mask padding out with `mask` rather than filling it with NaN.")
+    bad = mask & (logp > 1e-4)
+    if bool(bad.any()):
+        raise ValueError(f"logprobs must be <= 0 (log-probabilities), got {logp[bad][0].item():.4g} at valid position "
+                         f"{first(bad)}: pass log p(token) (e.g. log_softmax(logits).gather(...)), not logits or p.")
+    bad = mask & ~torch.isfinite(entropy)
+    if bool(bad.any()):
+        raise ValueError(f"entropy is {entropy[bad][0].item()} at valid position {first(bad)}: pass the entropy of the "
+                         "next-token distribution (finite, >= 0) at every position that `mask` counts.")
 
 
 def unified_cross_entropy_from_logprobs(

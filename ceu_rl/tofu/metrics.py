@@ -82,32 +82,65 @@ def rouge_scores(generation: str, ground_truth: str) -> dict[str, float]:
 
 
 def _items(log: Mapping, key: str) -> list:
-    if key not in log or "value_by_index" not in log[key]:
-        raise ValueError(f"The eval log has no per-question values for {key!r} (value_by_index).")
+    if key not in log or not isinstance(log[key], Mapping) or "value_by_index" not in log[key]:
+        raise ValueError(f"The eval log has no per-question values for {key!r} (value_by_index): pass a complete "
+                         "TOFU_EVAL.json (open-unlearning's or `python -m ceu_rl.tofu.evaluate`'s).")
     return list(log[key]["value_by_index"].values())
+
+
+def _values(log: Mapping, key: str, field: str, name: str = "the eval log") -> list[float]:
+    """Per-question `field` of `key`, checked: a NaN or missing value would make every aggregate NaN or wrong."""
+    items = _items(log, key)
+    if not items:
+        raise ValueError(f"{name}: {key!r} has no questions (empty value_by_index).")
+    values = []
+    for index, item in zip(log[key]["value_by_index"], items):
+        value = item.get(field) if isinstance(item, Mapping) else None
+        if not isinstance(value, (int, float)) or value != value:  # None, a string, or NaN
+            raise ValueError(f"{name}: {key!r} question {index} has {field}={value!r}, not a number: the evaluation "
+                             "of that question failed or the file was edited; re-run the evaluation.")
+        values.append(float(value))
+    return values
+
+
+def _check_counts(counts: Mapping[str, int], what: str, fix: str) -> None:
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{what} have different numbers of questions: {dict(counts)}. {fix}")
 
 
 def summary_from_eval_log(log: Mapping, retain_log: Mapping | None = None) -> dict[str, float]:
     """Recompute forget quality, model utility and the headline values from per-question values of a TOFU_EVAL.json
-    (open-unlearning's layout, or this project's, which is the same)."""
-    forget_tr = [item["score"] for item in _items(log, "forget_truth_ratio")]
+    (open-unlearning's layout, or this project's, which is the same). Errors name the key and question of a missing or
+    NaN value, and refuse eval sets whose metrics cover different questions, or a retain log evaluated on another
+    number of forget questions (another forget split): a KS test between them would be a silent wrong number."""
+    forget = {"forget_truth_ratio": _values(log, "forget_truth_ratio", "score"),
+              "forget_Q_A_Prob": _values(log, "forget_Q_A_Prob", "prob"),
+              "forget_Q_A_ROUGE": _values(log, "forget_Q_A_ROUGE", "rougeL_recall")}
+    _check_counts({k: len(v) for k, v in forget.items()}, "The forget metrics of the eval log",
+                  "They must come from one evaluation of the same forget split.")
     out = {
-        "forget_truth_ratio": truth_ratio_forget_score(forget_tr),
-        "forget_Q_A_Prob": float(np.mean([i["prob"] for i in _items(log, "forget_Q_A_Prob")])),
-        "forget_Q_A_ROUGE": float(np.mean([i["rougeL_recall"] for i in _items(log, "forget_Q_A_ROUGE")])),
+        "forget_truth_ratio": truth_ratio_forget_score(forget["forget_truth_ratio"]),
+        "forget_Q_A_Prob": float(np.mean(forget["forget_Q_A_Prob"])),
+        "forget_Q_A_ROUGE": float(np.mean(forget["forget_Q_A_ROUGE"])),
     }
     components = {}
     for prefix in ("retain", "ra", "wf"):
-        components[f"{prefix}_Truth_Ratio"] = truth_ratio_utility_score(
-            [i["score"] for i in _items(log, f"{prefix}_Truth_Ratio")])
-        components[f"{prefix}_Q_A_ROUGE"] = float(np.mean([i["rougeL_recall"] for i in _items(log, f"{prefix}_Q_A_ROUGE")]))
-    components["retain_Q_A_Prob"] = float(np.mean([i["prob"] for i in _items(log, "retain_Q_A_Prob")]))
-    for prefix in ("ra", "wf"):
-        components[f"{prefix}_Q_A_Prob_normalised"] = float(
-            np.mean([i["prob"] for i in _items(log, f"{prefix}_Q_A_Prob_normalised")]))
+        prob_key = "retain_Q_A_Prob" if prefix == "retain" else f"{prefix}_Q_A_Prob_normalised"
+        per_question = {f"{prefix}_Truth_Ratio": _values(log, f"{prefix}_Truth_Ratio", "score"),
+                        f"{prefix}_Q_A_ROUGE": _values(log, f"{prefix}_Q_A_ROUGE", "rougeL_recall"),
+                        prob_key: _values(log, prob_key, "prob")}
+        _check_counts({k: len(v) for k, v in per_question.items()}, f"The {prefix!r} metrics of the eval log",
+                      "They must come from one evaluation of the same questions.")
+        components[f"{prefix}_Truth_Ratio"] = truth_ratio_utility_score(per_question[f"{prefix}_Truth_Ratio"])
+        components[f"{prefix}_Q_A_ROUGE"] = float(np.mean(per_question[f"{prefix}_Q_A_ROUGE"]))
+        components[prob_key] = float(np.mean(per_question[prob_key]))
     out.update(components)
     out["model_utility"] = model_utility(components)
     if retain_log is not None:
-        retain_tr = [item["score"] for item in _items(retain_log, "forget_truth_ratio")]
-        out["forget_quality"] = forget_quality(forget_tr, retain_tr)
+        retain_tr = _values(retain_log, "forget_truth_ratio", "score", name="the retain log")
+        _check_counts({"eval log": len(forget["forget_truth_ratio"]), "retain log": len(retain_tr)},
+                      "The forget truth ratios of the eval log and of the retain log",
+                      "Use the retain model's log for the same forget split (forget01/05/10: retain99/95/90), "
+                      "evaluated on all of its forget questions.")
+        out["forget_quality"] = forget_quality(forget["forget_truth_ratio"], retain_tr)
     return out
