@@ -36,7 +36,7 @@ class CEUGRPOConfig(GRPOConfig):
     - `"ceu_full"` (the CE-U-GRPO of the first release; `"ceu"` is an alias): w = p / (1 - p), logit push p. On a
       token shared by the positive and negative completions of a group the pull (1 - p) and push p balance at
       p* = P / (P + M) (P, M: the positive and negative advantage weight on it), p* = 1/2 for a balanced group: it
-      drags confident shared tokens (format, common prefixes) to 1/2 (`analysis/DERIVATIONS.md`, Sec. 7).
+      drags confident shared tokens (format, common prefixes) to 1/2 (`analysis/DERIVATIONS.md`, Sec. 8).
     - `"ceu_min"`: w = min(1, p / (1 - p)), logit push min(p, 1 - p): CE-U's below p = 1/2 (fades to 0 as p -> 0),
       the policy gradient's above (no pull of confident shared tokens toward 1/2).
     - `"ceu_prefix"`: w = 1 on tokens t < d, p / (1 - p) on t >= d, d = the first position where the completion

@@ -78,7 +78,7 @@ def test_callback_records_grad_norm_loss_and_p(tiny_path, tmp_path):
 
 def test_plot_command_writes_files_and_their_data(tmp_path):
     analysis_main(["plots", "--out", str(tmp_path), "--quick"])
-    for name in ("gradient_vs_confidence", "training_traces", "p_y_before_after"):
+    for name in ("gradient_vs_confidence", "training_traces", "p_y_before_after", "group_net_push"):
         with Image.open(tmp_path / f"{name}.png") as img:
             assert img.size[0] > 400 and img.size[1] > 200
     data = json.loads((tmp_path / "gradient_vs_confidence.json").read_text())
@@ -90,6 +90,8 @@ def test_plot_command_writes_files_and_their_data(tmp_path):
     for row in data["gradient_ascent"]["rows"]:
         assert row["autograd"]["l2"] == pytest.approx(float(cf.gradient_ascent(row["p_y"], row["q_sq"])["l2"]),
                                                       rel=1e-6)
+    push = json.loads((tmp_path / "group_net_push.json").read_text())
+    assert push["panels"][1]["curves"]["ceu_full"]["stable"] == [0.5]  # balanced group: CE-U drags p to 1/2
     traces = json.loads((tmp_path / "training_traces.json").read_text())
     assert set(traces) == {"ga", "ce_u", "dpo", "ce_u_dpo", "grpo", "ce_u_grpo"}
     for name, t in traces.items():
