@@ -38,8 +38,8 @@ def default_chunk_rows(vocab: int) -> int:
 
 def chunk_value_and_logit_grad(z, labels, unlearn, row_scale, need_grad: bool):
     """Per-row (value, log p_y) and, if `need_grad`, the logit gradient scaled per row by `row_scale` (0 on rows that
-    do not count). `z` (rows, V) is a scratch buffer in the compute dtype: it is overwritten. Pure tensor code (no
-    Python branches on values), so torch.compile can fuse it."""
+    do not count). `z` (rows, V) is a scratch buffer in the compute dtype: it is overwritten (the gradient is written
+    into the exp buffer). `_linear_ce_u_triton.py` is the same as one Triton kernel."""
     y = labels.unsqueeze(1)
     z_label = z.gather(1, y).squeeze(1)
     z.scatter_(1, y, float("-inf"))  # z with z_y = -inf
@@ -108,7 +108,8 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
         ctx.mode, ctx.chunk_rows, ctx.cdtype, ctx.chunk_fn = mode, chunk_rows, cdtype, chunk_fn
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         if mode == "sum":
-            ctx.save_for_backward(grad_h, grad_w, grad_b)
+            # kept on ctx, not saved: the backward scales them in place and hands them over (no second V x H copy)
+            ctx.grads = (grad_h, grad_w, grad_b)
             return value.sum(), logp
         ctx.save_for_backward(hidden, weight, bias, labels, unlearn, valid)
         return value, logp
@@ -116,9 +117,13 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_logp):
         if ctx.mode == "sum":
-            grad_h, grad_w, grad_b = ctx.saved_tensors
+            if ctx.grads is None:
+                raise RuntimeError("linear_ce_u_loss with reduction 'mean'/'sum' supports one backward per forward "
+                                   "(its gradients are computed in the forward and handed over); use "
+                                   "reduction='none' and reduce yourself to backpropagate twice.")
+            grads, ctx.grads = ctx.grads, None
             scale = grad_loss.to(ctx.cdtype)
-            grads = [None if g is None else g * scale for g in (grad_h, grad_w, grad_b)]
+            grads = [None if g is None else g.mul_(scale) for g in grads]
         else:
             hidden, weight, bias, labels, unlearn, valid = ctx.saved_tensors
             cdtype = ctx.cdtype

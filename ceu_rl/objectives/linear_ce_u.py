@@ -3,14 +3,15 @@ N x V logits. Exact at p_y -> 1 like `ce_u_loss`; the memory of the log-prob for
 
 from __future__ import annotations
 
-import functools
+import os
+import warnings
 
 import torch
 
 from ._checks import check_reduction, check_same_shape, reduce
 from ._linear_ce_u_function import LinearUnifiedCrossEntropyFunction, chunk_value_and_logit_grad, default_chunk_rows
 
-IMPLEMENTATIONS = ("torch", "compile")
+IMPLEMENTATIONS = ("torch", "triton")
 
 
 def linear_ce_u_loss(
@@ -50,8 +51,11 @@ def linear_ce_u_loss(
         bias: the head's bias (V,) or None; -inf entries (banned tokens) are allowed.
         ignore_index, reduction, num_items_in_batch: as in `ce_u_loss`.
         chunk_size: rows of logits per chunk (default: see above).
-        implementation: "torch" (eager) or "compile" (the per-chunk math through `torch.compile`; same results within
-            float rounding).
+        implementation: "torch" (eager, the default) or "triton" (a Triton kernel for the per-chunk math, two
+            passes over the vocabulary per row; float32 compute; same results within float rounding, tested under
+            Triton's interpreter). "triton" falls back to "torch" with a warning where Triton cannot run (no CUDA
+            device, unless TRITON_INTERPRET=1) and for float64. (`torch.compile` of the chunk math was tried and
+            measured slower than eager on CPU, so it is not offered.)
     """
     return linear_unified_loss_and_logprobs(hidden, weight, labels, unlearn_mask, bias, ignore_index, reduction,
                                             num_items_in_batch, chunk_size, implementation)[0]
@@ -73,7 +77,7 @@ def linear_unified_loss_and_logprobs(hidden, weight, labels, unlearn_mask=None, 
     both_double = hidden.dtype == torch.float64 and weight.dtype == torch.float64
     cdtype = torch.float64 if both_double else torch.float32
     mode = "none" if reduction == "none" else "sum"
-    chunk_fn = _compiled_chunk_fn() if implementation == "compile" else chunk_value_and_logit_grad
+    chunk_fn = _chunk_fn(implementation, hidden.device, cdtype)
     loss, logp = LinearUnifiedCrossEntropyFunction.apply(
         flat_hidden, weight, bias, safe_labels, unlearn, valid, mode, chunk_size or default_chunk_rows(vocab),
         cdtype, chunk_fn)
@@ -84,9 +88,28 @@ def linear_unified_loss_and_logprobs(hidden, weight, labels, unlearn_mask=None, 
     return reduce(loss, valid, "sum" if reduction == "sum" else "mean", num_items_in_batch), logp, valid
 
 
-@functools.cache
-def _compiled_chunk_fn():
-    return torch.compile(chunk_value_and_logit_grad, dynamic=True)
+def _chunk_fn(implementation: str, device: torch.device, cdtype: torch.dtype):
+    if implementation == "triton":
+        reason = _triton_unavailable_reason(device, cdtype)
+        if reason is None:
+            from ._linear_ce_u_triton import chunk_value_and_logit_grad_triton
+
+            return chunk_value_and_logit_grad_triton
+        warnings.warn(f"linear_ce_u_loss: implementation='triton' unavailable ({reason}); using the torch path.",
+                      stacklevel=3)
+    return chunk_value_and_logit_grad
+
+
+def _triton_unavailable_reason(device: torch.device, cdtype: torch.dtype) -> str | None:
+    if cdtype != torch.float32:
+        return f"the kernel computes in float32, inputs are {cdtype}"
+    if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        return f"tensors on {device.type}: Triton needs a CUDA device (or TRITON_INTERPRET=1)"
+    try:
+        import triton  # noqa: F401
+    except ImportError as err:
+        return f"triton cannot be imported: {err}"
+    return None
 
 
 def _check_inputs(hidden, weight, labels, unlearn_mask, bias, ignore_index, chunk_size, implementation):
@@ -103,7 +126,8 @@ def _check_inputs(hidden, weight, labels, unlearn_mask, bias, ignore_index, chun
         raise ValueError(f"hidden has shape {tuple(hidden.shape)} but weight {tuple(weight.shape)}: hidden's last "
                          f"dimension must be weight.shape[1] = {width} (pass hidden states, not logits).")
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be an integer tensor of token ids, got {getattr(labels, 'dtype', type(labels))}.")
+        raise ValueError("labels must be an integer tensor of token ids, got "
+                         f"{getattr(labels, 'dtype', type(labels))}.")
     if tuple(labels.shape) != tuple(hidden.shape[:-1]):
         raise ValueError(f"shape mismatch: hidden {tuple(hidden.shape)} must be labels.shape + (hidden size,), "
                          f"labels {tuple(labels.shape)}. No shift is applied inside: hidden[..., i, :] predicts "
@@ -119,7 +143,8 @@ def _check_inputs(hidden, weight, labels, unlearn_mask, bias, ignore_index, chun
         check_same_shape("unlearn_mask", unlearn_mask, "labels", labels)
     devices = {t.device for t in (hidden, weight, labels, bias, unlearn_mask) if t is not None}
     if len(devices) > 1:
-        raise ValueError(f"hidden, weight, labels, bias and unlearn_mask must be on one device, got {sorted(map(str, devices))}.")
+        raise ValueError("hidden, weight, labels, bias and unlearn_mask must be on one device, got "
+                         f"{sorted(map(str, devices))}.")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size!r}.")
     if implementation not in IMPLEMENTATIONS:
