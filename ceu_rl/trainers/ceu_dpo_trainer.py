@@ -18,6 +18,7 @@ from trl import DPOTrainer
 
 from ..objectives import ce_u_loss_from_logprobs, ce_u_weight, reweighted_logprobs
 from .ceu_dpo_config import CEUDPOConfig
+from .input_checks import check_preference_inputs
 
 
 class CEUDPOTrainer(DPOTrainer):
@@ -29,6 +30,7 @@ class CEUDPOTrainer(DPOTrainer):
         if args is not None and not isinstance(args, CEUDPOConfig) and "ceu" in getattr(args, "loss_type", []):
             raise ValueError("loss_type='ceu' needs a CEUDPOConfig (it carries ceu_weight), not a plain DPOConfig.")
         self._is_ceu = args is not None and getattr(args, "loss_type", None) == ["ceu"]
+        check_preference_inputs(pargs, kwargs)  # empty dataset/strings, no chat template: clear errors
         with _runs_as_sigmoid(args if self._is_ceu else None):
             super().__init__(model, ref_model, args, *pargs, **kwargs)
 

@@ -16,6 +16,7 @@ from trl import GRPOTrainer
 
 from ..objectives import ce_u_loss_from_logprobs, divergence_from_positives, negative_token_weight, reweighted_logprobs
 from .ceu_grpo_config import CEUGRPOConfig
+from .input_checks import check_grpo_inputs
 from .vllm_cpu import cpu_vllm_weight_sync
 
 
@@ -27,6 +28,7 @@ class CEUGRPOTrainer(GRPOTrainer):
     def __init__(self, model, reward_funcs, args: CEUGRPOConfig | None = None, *pargs, **kwargs):
         if args is not None and not isinstance(args, CEUGRPOConfig):
             raise ValueError("CEUGRPOTrainer needs a CEUGRPOConfig (it carries negative_objective).")
+        reward_funcs = check_grpo_inputs(reward_funcs, pargs, kwargs)  # clear errors for bad data and rewards
         with cpu_vllm_weight_sync(args):  # vLLM on CPU: weight sync through vLLM's reload (see vllm_cpu.py)
             super().__init__(model, reward_funcs, args, *pargs, **kwargs)
 

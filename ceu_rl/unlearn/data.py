@@ -12,10 +12,24 @@ from torch.utils.data import Dataset
 from ..tofu.formatting import IGNORE_INDEX, encode_qa
 
 
-def _encode_all(tokenizer, dataset, prompt_format, max_length, answer_key="answer"):
+def _encode_all(tokenizer, dataset, prompt_format, max_length, name, answer_key="answer"):
+    if dataset is None or len(dataset) == 0:
+        raise ValueError(f"The {name} dataset is empty: pass at least one question/answer row.")
     for key in ("question", answer_key):
         if key not in dataset.column_names:
-            raise ValueError(f"The dataset has no {key!r} column (columns: {dataset.column_names}).")
+            raise ValueError(f"The {name} dataset has no {key!r} column (columns: {dataset.column_names}): rename "
+                             f"yours, e.g. dataset.rename_column('prompt', 'question').")
+    for column in ("question", answer_key):
+        for i, value in enumerate(dataset[column]):
+            if not isinstance(value, str):
+                raise ValueError(f"The {name} dataset's {column!r} at row {i} is a {type(value).__name__}, not a string: "
+                                 "UnlearnTrainer takes plain question/answer text (prompt_format='chat' applies the "
+                                 "tokenizer's chat template itself), not conversational message lists.")
+            if column == "question" and not value.strip():  # an empty answer: encode_qa's error
+                raise ValueError(f"The {name} dataset has an empty {column!r} at row {i}: drop or fix that row.")
+    if prompt_format == "chat" and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("prompt_format='chat' needs a tokenizer with a chat template, and this one has none: set "
+                         "tokenizer.chat_template, or use prompt_format='plain' (or 'auto', which picks it).")
     return [encode_qa(tokenizer, q, a, prompt_format, max_length)
             for q, a in zip(dataset["question"], dataset[answer_key])]
 
@@ -25,10 +39,8 @@ class ForgetRetainDataset(Dataset):
 
     def __init__(self, tokenizer, forget, retain=None, prompt_format="plain", max_length=256, idk_answers=None,
                  seed=0):
-        if forget is None or len(forget) == 0:
-            raise ValueError("The forget dataset is empty: nothing to unlearn.")
-        self.forget = _encode_all(tokenizer, forget, prompt_format, max_length)
-        self.retain = _encode_all(tokenizer, retain, prompt_format, max_length) if retain is not None else None
+        self.forget = _encode_all(tokenizer, forget, prompt_format, max_length, "forget")
+        self.retain = _encode_all(tokenizer, retain, prompt_format, max_length, "retain") if retain is not None else None
         self.idk = None
         if idk_answers:
             rng = random.Random(seed)
