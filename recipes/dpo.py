@@ -6,6 +6,8 @@ Offline default (`model_name_or_path: tiny`, `dataset_name: tofu_perturbed`): a 
 supervised on both answers (so that the rejected answers start likely, as after SFT), and a preference dataset made
 from TOFU (chosen: the true answer; rejected: a perturbed answer). With a hub model and dataset it is TRL's usual
 script: `--model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/ultrafeedback_binarized`.
+Per-step logs go to <output_dir>/log.jsonl (the terminal shows one progress bar) and log_history.json; `--cpu` and
+`--overwrite_output_dir` as in tofu_unlearn.py.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tofu_common import ModelArguments, peft_config  # noqa: E402
+from tofu_common import ModelArguments, check_output_dir, parse_recipe_args, peft_config  # noqa: E402
 
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer  # noqa: E402
+from ceu_rl.console import quiet_trainer  # noqa: E402
 from ceu_rl.tofu import load_split  # noqa: E402
 from ceu_rl.tofu.finetune import warm_started_tiny_model  # noqa: E402
 
@@ -54,7 +57,9 @@ def build_tiny_model(out: Path, dataset: Dataset, sft_epochs: int, seed: int) ->
 
 
 def main(argv=None):
-    model_args, data_args, cfg = TrlParser((ModelArguments, DataArguments, CEUDPOConfig)).parse_args_and_config(argv)
+    parser = TrlParser((ModelArguments, DataArguments, CEUDPOConfig))
+    model_args, data_args, cfg, overwrite = parse_recipe_args(parser, argv)
+    check_output_dir(cfg.output_dir, overwrite, resume=bool(cfg.resume_from_checkpoint))
     if data_args.dataset_name == "tofu_perturbed":
         dataset = tofu_preference_dataset(data_args.num_pairs)
     else:
@@ -68,10 +73,13 @@ def main(argv=None):
     model = AutoModelForCausalLM.from_pretrained(model_path)
     trainer = CEUDPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer,
                             peft_config=peft_config(model_args))
-    trainer.train()
+    quiet_trainer(trainer, Path(cfg.output_dir, "log.jsonl"), progress=not cfg.disable_tqdm)
+    trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)
     trainer.save_model(cfg.output_dir)
     history = [h for h in trainer.state.log_history if "loss" in h]
-    Path(cfg.output_dir, "log_history.json").write_text(json.dumps(history, indent=2))
+    if trainer.accelerator.is_main_process:
+        Path(cfg.output_dir, "log_history.json").write_text(json.dumps(history, indent=2))
+        print(f"model: {cfg.output_dir}, losses: {Path(cfg.output_dir, 'log_history.json')}")
     return history
 
 

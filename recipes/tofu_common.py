@@ -1,8 +1,10 @@
-"""Shared pieces of the TOFU recipes: model loading (hub id or local path, optional LoRA) and result writing."""
+"""Shared pieces of the recipes: argument parsing (`--cpu`, `--overwrite_output_dir`), model loading (hub id or local
+path, optional LoRA), result writing."""
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,58 @@ class ModelArguments:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
                                            metadata={"help": "modules LoRA adapts"})
+
+
+# What a GPU-default config (open-unlearning's bf16 + paged AdamW) needs on a machine without a GPU; `--cpu` adds them.
+CPU_FLAGS = ("--use_cpu", "true", "--bf16", "false", "--optim", "adamw_torch")
+# Files an earlier run leaves in its output folder; a new run there would overwrite or mix with them.
+RESULT_FILES = ("results.json", "log_history.json", "log.jsonl", "model.safetensors", "model", "eval_after")
+
+
+def parse_recipe_args(parser, argv=None):
+    """`parser.parse_args_and_config` plus two recipe switches, read before the dataclasses are built:
+    `--cpu` (appends CPU_FLAGS) and `--overwrite_output_dir` (checked by `check_output_dir`). Returns
+    (parsed dataclasses..., overwrite_output_dir). A GPU setting on a machine without a GPU stops with the flags to add
+    instead of transformers' "Your setup doesn't support bf16/gpu" traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overwrite = "--overwrite_output_dir" in argv
+    argv = [a for a in argv if a != "--overwrite_output_dir"]
+    if "--cpu" in argv:
+        argv = [a for a in argv if a != "--cpu"] + list(CPU_FLAGS)
+    hint = (f"this config is set up for GPUs and this machine has none: add --cpu (it sets {' '.join(CPU_FLAGS)}), "
+            "or set those flags yourself")
+    try:
+        parsed = parser.parse_args_and_config(argv)
+    except ValueError as error:
+        if "bf16/gpu" in str(error) or "requires a GPU" in str(error):
+            raise SystemExit(f"error: {hint} (transformers: {error})") from None
+        raise
+    train_args = next((a for a in parsed if hasattr(a, "optim")), None)
+    if train_args is not None and not torch.cuda.is_available():
+        optim = str(getattr(train_args.optim, "value", train_args.optim))
+        if "paged" in optim or "8bit" in optim:  # bitsandbytes optimizers need CUDA
+            raise SystemExit(f"error: {hint} (optim={optim} needs a CUDA GPU)")
+    return (*parsed, overwrite)
+
+
+def check_output_dir(output_dir: str | Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse to run into a folder that holds an earlier run's results, unless told to overwrite (or resuming)."""
+    out = Path(output_dir)
+    found = [name for name in RESULT_FILES if (out / name).exists()]
+    if found and not overwrite and not resume:
+        raise SystemExit(f"error: {out} already holds results of an earlier run ({', '.join(found)}): choose another "
+                         "--output_dir, or pass --overwrite_output_dir to replace them.")
+
+
+def retain_log_for_questions(retain_log: dict | None, n_questions: int | None) -> dict | None:
+    """The retain log restricted to the first n forget questions, when only those are evaluated (`eval_questions`):
+    forget quality then compares the same questions (it is a smoke-run number, n being small)."""
+    if retain_log is None or not n_questions:
+        return retain_log
+    key = "forget_truth_ratio"
+    values = retain_log[key]["value_by_index"]
+    return {**retain_log, key: {**retain_log[key], "value_by_index": {str(i): values[str(i)] for i in range(n_questions)
+                                                                      if str(i) in values}}}
 
 
 def load_model_and_tokenizer(args: ModelArguments):

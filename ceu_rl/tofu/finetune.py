@@ -21,14 +21,20 @@ class QADataset(Dataset):
         return self.items[i]
 
 
-def finetune(model, tokenizer, dataset, args: TrainingArguments, prompt_format="auto", max_length=256, callbacks=None):
-    """Standard answer-only cross entropy on a dataset with question/answer columns. Returns the Trainer."""
+def finetune(model, tokenizer, dataset, args: TrainingArguments, prompt_format="auto", max_length=256, callbacks=None,
+             log_path=None):
+    """Standard answer-only cross entropy on a dataset with question/answer columns. Returns the Trainer.
+    `log_path`: per-step logs to that JSONL file instead of the terminal (`ceu_rl.console.quiet_trainer`)."""
     fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
     data = QADataset(tokenizer, dataset["question"], dataset["answer"], fmt, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       data_collator=lambda items: pad_batch(items, pad), callbacks=callbacks)
-    trainer.train()
+    if log_path is not None:
+        from ..console import quiet_trainer
+
+        quiet_trainer(trainer, log_path, progress=not args.disable_tqdm)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     return trainer
 
 
