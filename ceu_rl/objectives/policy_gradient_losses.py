@@ -36,7 +36,8 @@ def ceu_grpo_token_loss(logprobs, entropy, old_logprobs, advantages, epsilon_low
 
     the indicator being the region where the clipped surrogate has a gradient. The gradient ascent |A| r grad log pi
     becomes |A| r w grad log pi with w = p/(1 - p) held constant (CE-U from log-prob and entropy; CE-U paper,
-    arXiv 2503.01224, Sec. 5). Returns (B, T), not aggregated.
+    arXiv 2503.01224, Sec. 5). Returns (B, T), not aggregated. `CEUGRPOTrainer` gets the same gradient by feeding
+    `reweighted_logprobs` to TRL's loss body (`negative_objective="ceu_full"`); this value form is for analysis.
     """
     check_same_shape("entropy", entropy, "logprobs", logprobs)
     advantages = torch.as_tensor(advantages, dtype=logprobs.dtype, device=logprobs.device).expand_as(logprobs)
