@@ -53,7 +53,7 @@ class CEUGRPOConfig(GRPOConfig):
     `use_bias_correction_kl=False`: its importance weight is the ratio that carries the reweighting.
 
     Parameters:
-        negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE` = `"ceu_full"`):
+        negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE`, this module's constant):
             one of `"pg"`, `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"` (`"ceu"` = `"ceu_full"`).
     """
 

@@ -96,7 +96,7 @@ class CEUGRPOTrainer(GRPOTrainer):
         p = logps.detach().exp()
         sums = [negative.sum(), (p * negative).sum(), shared.sum(), (p * shared).sum(), mask.sum().float()]
         if weight is not None:
-            ceu = ce_u_loss_from_logprobs(logps.detach(), entropies.detach(), reduction="none")
+            ceu = ce_u_loss_from_logprobs(logps.detach(), entropies.detach(), mask.bool(), reduction="none")
             sums += [(weight * negative).sum(), (advantages.abs() * ceu * negative).sum()]
         totals = self.accelerator.reduce(torch.stack(sums).float(), reduction="sum").tolist()
         count = max(totals[0], 1.0)
