@@ -59,7 +59,8 @@ def warm_started_tiny_model(out, texts, qa, epochs: int, seed: int = 0, prompt_f
     args = TrainingArguments(output_dir=str(out / "warm_run"), use_cpu=True, num_train_epochs=epochs,
                              learning_rate=learning_rate, per_device_train_batch_size=batch_size, save_strategy="no",
                              report_to="none", disable_tqdm=True, logging_steps=1000, seed=seed)
-    finetune(model, tokenizer, qa, args, prompt_format=prompt_format, max_length=max_length)
+    finetune(model, tokenizer, qa, args, prompt_format=prompt_format, max_length=max_length,
+             log_path=out / "warm_run" / "log.jsonl")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
