@@ -1,7 +1,7 @@
 """GRPO or CE-U-GRPO with TRL on a verifiable-reward task (CEUGRPOTrainer is TRL's GRPOTrainer plus
 negative_objective).
 
-    python recipes/grpo.py --config recipes/configs/grpo/reverse_tiny.yaml [--negative_objective pg] [--task sort]
+    python recipes/grpo.py --config recipes/configs/grpo/reverse_tiny.yaml [--negative_objective ceu_min] [--task sort]
 
 Offline default (`model_name_or_path: tiny`): a task from `grpo_tasks.py` ("reverse": "Reverse: a b c d =" ->
 " d c b a"; "sort": "Sort: d a c b =" -> " ( a b c d )"), data generated locally, reward = fraction of positions

@@ -33,6 +33,7 @@ from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
 import grpo  # noqa: E402
+from grpo_compare_report import derived, write_report  # noqa: E402
 from grpo_tasks import TASKS, make_dataset  # noqa: E402
 from tofu_common import ModelArguments  # noqa: E402
 
@@ -43,7 +44,8 @@ from ceu_rl.trainers import ceu_grpo_config  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes/configs/grpo/reverse_tiny.yaml"
 EVAL_PROMPTS, EVAL_SAMPLES, EVAL_SEED = 64, 8, 10_000
-STEP_KEYS = ("reward", "entropy", "grad_norm", "shared/p_mean", "shared/fraction", "ceu/p_negative_mean")
+STEP_KEYS = ("reward", "entropy", "grad_norm", "shared/p_mean", "shared/fraction", "shared/p_divergent",
+             "ceu/p_negative_mean")
 
 
 def available_objectives() -> list[str]:
@@ -94,15 +96,6 @@ class SharedTokenProbe(CEUGRPOTrainer):
         return loss
 
 
-def _part(values, part):
-    """Mean of the first or last 20% of `values` (at least one)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    k = max(1, len(values) // 5)
-    return statistics.fmean(values[:k] if part == "first" else values[-k:])
-
-
 def warm_model(out: Path, task: str, seed: int, args) -> tuple[str, dict]:
     """The task's tiny model for `seed` (built once) and its held-out reward (cached)."""
     task_args = grpo.TaskArguments(task=task, num_prompts=args.num_prompts, sft_epochs=args.sft_epochs)
@@ -138,18 +131,13 @@ def run_one(out: Path, task: str, lr: str, objective: str, seed: int, args) -> d
     final = grpo.evaluate_reward(trainer.model, trainer.processing_class,
                                  make_dataset(task, EVAL_PROMPTS, task_args.word_length, EVAL_SEED), cfg,
                                  EVAL_SAMPLES, EVAL_SEED)
-    steps = [{k: h.get(k) for k in ("step", *STEP_KEYS, "shared/p_divergent")} for h in trainer.state.log_history
-             if "loss" in h]
-    series = {k: [s[k] for s in steps] for k in STEP_KEYS}
-    grad = [g for g in series["grad_norm"] if g is not None]
+    steps = [{k: h.get(k) for k in ("step", *STEP_KEYS)} for h in trainer.state.log_history if "loss" in h]
     return {
         "task": task, "learning_rate": float(lr), "objective": objective, "seed": seed, "steps": len(steps),
         "train_seconds": round(train_seconds, 1),
         "reward_warm": warm["sampled"], "reward_final": final["sampled"],
         "reward_gain": final["sampled"] - warm["sampled"],
         "reward_greedy_warm": warm["greedy"], "reward_greedy_final": final["greedy"],
-        **{f"{k}_{part}": _part(series[k], part) for k in STEP_KEYS for part in ("first", "last")},
-        "grad_norm_mean": statistics.fmean(grad), "grad_norm_var": statistics.pvariance(grad),
         "history": steps,
     }
 
@@ -187,10 +175,8 @@ def main(argv=None):
         row = run_one(out, task, lr, objective, seed, args)
         _run_path(out, seed, task, lr, objective).write_text(json.dumps(row, indent=1))
         lines.done(f"{task} lr={lr} {objective} seed={seed}", row["train_seconds"], reward_warm=row["reward_warm"],
-                   reward_final=row["reward_final"], entropy=row["entropy_last"])
+                   reward_final=row["reward_final"], entropy_last=derived(row)["entropy_last"])
     command = "python recipes/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    from grpo_compare_report import write_report  # noqa: E402  (aggregation and plot)
-
     return write_report(out, [_run_path(out, *g) for g in grid], objectives,
                         {"command": command, "machine": machine(),
                          "sweep_seconds_this_call": round(time.time() - start),
