@@ -33,7 +33,7 @@ from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
 import grpo  # noqa: E402
-from grpo_compare_report import derived, write_report  # noqa: E402
+from grpo_compare_report import STEP_KEYS, derived, write_report  # noqa: E402
 from grpo_tasks import TASKS, make_dataset  # noqa: E402
 from tofu_common import ModelArguments  # noqa: E402
 
@@ -44,8 +44,6 @@ from ceu_rl.trainers import ceu_grpo_config  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes/configs/grpo/reverse_tiny.yaml"
 EVAL_PROMPTS, EVAL_SAMPLES, EVAL_SEED = 64, 8, 10_000
-STEP_KEYS = ("reward", "entropy", "grad_norm", "shared/p_mean", "shared/fraction", "shared/p_divergent",
-             "ceu/p_negative_mean")
 
 
 def available_objectives() -> list[str]:

@@ -18,13 +18,13 @@ from pathlib import Path
 PER_SEED = ("reward_warm", "reward_final", "reward_gain", "reward_greedy_final", "reward_last", "entropy_first",
             "entropy_last", "entropy_ratio", "grad_norm_mean", "grad_norm_var", "shared/p_mean_first",
             "shared/p_mean_last", "shared/fraction_first", "shared/p_divergent_first", "shared/p_divergent_last",
-            "ceu/p_negative_mean_last", "train_seconds")
+            "ceu/p_negative_mean_last", "ceu/weight_mean_first", "ceu/weight_mean_last", "train_seconds")
 PLOT_KEYS = (("reward", "training reward"), ("entropy", "entropy"), ("grad_norm", "gradient norm"),
              ("shared/p_mean", "mean p, shared tokens"))
 GAIN_FRACTION, ENTROPY_MAX_RATIO, ENTROPY_KEPT = 0.8, 1.1, 0.9
 FIRST_STEPS = 5  # "first": the warm-started model before training has moved it much; "last": the last 20% of steps
 STEP_KEYS = ("reward", "entropy", "grad_norm", "shared/p_mean", "shared/fraction", "shared/p_divergent",
-             "ceu/p_negative_mean")
+             "ceu/p_negative_mean", "ceu/weight_mean")  # the last: the trainer's mean w on A < 0 tokens (CE-U variants)
 
 
 def _part(values, part):
