@@ -26,16 +26,17 @@ def test_colocate_training_and_weight_sync(tmp_path):
     """This machine's own CPU GEMM dispatch (packed on oneDNN/AMX/zentorch CPUs, where TRL's in-place sync failed)."""
     result = _run_script("vllm_colocate_run.py", tmp_path)
     assert len(result["losses"]) == 3 and result["ceu_logged"]
-    # vLLM's CPU backend runs this float32 checkpoint in bfloat16, so greedy ties within bf16 rounding may break
-    # differently (seen: a 4e-4-nat tie at the first token). The check: teacher-forced on vLLM's greedy tokens, the
-    # trained transformers model ranks each of them top-1 within 0.05 nats, the initial model does not (the sync
-    # happened); and most sequences match token for token.
-    assert result["vllm_dtype"] == "torch.bfloat16"
+    # The sync itself, on the weights: vLLM's copy of the embedding equals the trained one up to its dtype's rounding
+    # (half an ulp: 2^-8 relative in bfloat16, 2^-11 in float16, 2^-24 in float32) and not the initial one. Derived
+    # from the dtype, not tuned to a run: training moves the weights by ~lr x steps = 0.09, far beyond that rounding.
+    mantissa_bits = {"torch.bfloat16": 8, "torch.float16": 11, "torch.float32": 24}[result["vllm_dtype"]]
+    rounding = 2.0 ** -mantissa_bits * result["embed_scale"]
+    assert result["embed_err_trained"] <= rounding, result
+    assert result["embed_err_initial"] > 10 * rounding, result
+    # And generation uses them: teacher-forced on vLLM's greedy tokens, the trained transformers model ranks each of
+    # them top-1 within 0.05 nats (greedy ties within the low-precision rounding may break differently, e.g. a
+    # 4e-4-nat tie seen at a first token; no token-for-token match is required: it depends on the ISA's rounding).
     assert result["gap_trained"] < 0.05, result
-    assert result["gap_initial"] > 0.15, result  # clearly beyond the bf16 tolerance: the weights did change
-    assert result["transformers"] != result["initial"]
-    matches = sum(a == b for a, b in zip(result["vllm"], result["transformers"]))
-    assert matches >= 1, result
 
 
 def test_colocate_weight_sync_under_the_other_cpu_gemm_dispatch(tmp_path):

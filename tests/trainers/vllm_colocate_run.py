@@ -44,6 +44,12 @@ def main(root):
         return m.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None)[0, ids.shape[1]:].tolist()
 
     vllm_tokens = [list(o.outputs[0].token_ids) for o in outs]
+    # The synced weights themselves, read from vLLM's model: the embedding keeps its Parameter on every CPU dispatch
+    # (vLLM packs only a copy of it for the LM head; linear layers may be packed and emptied).
+    vllm_model = trainer.vllm_generation.llm.llm_engine.model_executor.driver_worker.model_runner.model
+    trained_embed = model.model.embed_tokens.weight.detach().float()
+    synced = vllm_model.model.embed_tokens.weight.detach().float()[: trained_embed.shape[0]]  # vLLM pads the vocab
+    initial_embed = initial.model.embed_tokens.weight.detach().float()
     print(json.dumps({
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "ceu_logged": all("ceu/p_negative_mean" in h for h in trainer.state.log_history if "loss" in h),
@@ -51,6 +57,9 @@ def main(root):
         "gap_trained": max(max_teacher_forced_gap(model, tok, p, t) for p, t in zip(prompts, vllm_tokens)),
         "gap_initial": max(max_teacher_forced_gap(initial, tok, p, t) for p, t in zip(prompts, vllm_tokens)),
         "vllm_dtype": str(trainer.vllm_generation.llm.llm_engine.model_config.dtype),
+        "embed_scale": trained_embed.abs().max().item(),
+        "embed_err_trained": (synced - trained_embed).abs().max().item(),
+        "embed_err_initial": (synced - initial_embed).abs().max().item(),
         "transformers": [greedy(model, p) for p in prompts],
         "initial": [greedy(initial, p) for p in prompts],
     }))
