@@ -38,7 +38,8 @@ def aggregation_constants(loss_type: str, lengths, max_completion_length: int | 
                           num_items: float | None = None, epsilon_high: float = 0.2) -> np.ndarray:
     """c_i g_i per completion for TRL 1.16's aggregation of `loss_type`, on-policy (r = 1, nothing clipped), one
     process, no gradient accumulation. `lengths`: completion lengths |o_i| of the micro-batch; `num_items`: dapo's
-    token count (default sum |o_i|)."""
+    token count (default sum |o_i|). The same for `importance_sampling_level="sequence"`: the 1/|o_i| of GSPO's mean
+    log-ratio cancels against the |o_i| copies of the sequence term that TRL's per-token aggregation counts."""
     lengths = np.asarray(lengths, dtype=float)
     batch = len(lengths)
     if loss_type in ("grpo", "sapo"):  # mean over tokens, then over sequences; sapo's gate 4 s(1 - s) = 1 at r = 1

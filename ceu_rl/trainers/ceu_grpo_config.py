@@ -47,10 +47,11 @@ class CEUGRPOConfig(GRPOConfig):
     has a gradient c |A| grad log pi with c >= 0): `"cispo"` c = sg(min(r, eps_high)); `"sapo"`
     c = 4 s (1 - s) r, s = sigmoid(tau_neg (r - 1)); `"vespo"` c = phi(sequence ratio) (detached); `"luspo"` as
     grpo with a sequence sum. `importance_sampling_level="sequence"` (GSPO): the ratio s = exp(mean_t log(pi/pi_old))
-    gives a negative completion the gradient |A| s (1/|o|) sum_t grad log pi(t), which becomes
-    |A| s (1/|o|) sum_t w_t grad log pi(t). The entropy bonus (`entropy_coef`, static or adaptive) is an additive term
-    and stays TRL's. With `beta != 0` the KL term keeps TRL's gradient (not reweighted) and needs
-    `use_bias_correction_kl=False`: its importance weight is the ratio that carries the reweighting.
+    gives a negative completion's sequence term the gradient |A| s (1/|o|) sum_t grad log pi(t) (TRL's aggregation
+    then counts it once per token), which becomes |A| s (1/|o|) sum_t w_t grad log pi(t). The entropy bonus
+    (`entropy_coef`, static or adaptive) is an additive term and stays TRL's. With `beta != 0` the KL term keeps
+    TRL's gradient (not reweighted) and needs `use_bias_correction_kl=False`: its importance weight is the ratio that
+    carries the reweighting.
 
     Parameters:
         negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE`, this module's constant):

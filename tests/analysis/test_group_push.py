@@ -25,10 +25,10 @@ def model_path(tmp_path_factory):
     return str(save_tiny_model(tmp_path_factory.mktemp("tiny"), ["a b c d"] * 4, vocab_size=280))
 
 
-def _trainer(model_path, tmp_path, loss_type):
+def _trainer(model_path, tmp_path, loss_type, level="token"):
     args = CEUGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=4,
                          num_generations=4, max_completion_length=T, loss_type=loss_type, report_to=[],
-                         gradient_checkpointing=False, epsilon_high=0.5)
+                         gradient_checkpointing=False, epsilon_high=0.5, importance_sampling_level=level)
     trainer = CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), reward_funcs=lambda **k: [0.0],
                              args=args, train_dataset=Dataset.from_dict({"prompt": ["a"]}),
                              processing_class=AutoTokenizer.from_pretrained(model_path))
@@ -72,9 +72,11 @@ def _autograd_push(trainer, monkeypatch, variant, p_shared):
     return -z0.grad
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo"])
-def test_net_push_equals_autograd_through_trainer(model_path, tmp_path, monkeypatch, loss_type):
-    trainer = _trainer(model_path, tmp_path, loss_type)
+@pytest.mark.parametrize("loss_type, level", [("grpo", "token"), ("bnpo", "token"), ("dr_grpo", "token"),
+                                              ("dapo", "token"), ("cispo", "token"), ("luspo", "token"),
+                                              ("luspo", "sequence"), ("dapo", "sequence")])
+def test_net_push_equals_autograd_through_trainer(model_path, tmp_path, monkeypatch, loss_type, level):
+    trainer = _trainer(model_path, tmp_path, loss_type, level)
     constants = gp.aggregation_constants(loss_type, LENGTHS, max_completion_length=T, epsilon_high=0.5)
     positive, negative = gp.group_weights(ADVANTAGES, constants, [True] * 4)
     for variant in gp.VARIANTS:
@@ -86,7 +88,7 @@ def test_net_push_equals_autograd_through_trainer(model_path, tmp_path, monkeypa
             e_y_minus_p[0] += 1
             # the whole vector lies along e_y - p, its y component being the net push
             np.testing.assert_allclose(push.numpy(), (expected / (1 - p) * e_y_minus_p).numpy(), rtol=1e-4,
-                                       atol=1e-7, err_msg=f"{loss_type} {variant} p={p}")
+                                       atol=1e-7, err_msg=f"{loss_type} {level} {variant} p={p}")
 
 
 def test_fixed_points():
