@@ -16,6 +16,7 @@ from analysis import closed_forms as cf
 from analysis.__main__ import main as analysis_main
 from ceu_rl import UnlearnConfig, UnlearnTrainer
 from ceu_rl.tiny_models import save_tiny_model
+from ceu_rl.unlearn.unlearn_trainer import add_linear_ce_u_head
 
 QUESTIONS = ["Who wrote Blue Sky?", "Where was Ana born?", "What is Ana's genre?", "Who is Bo?"]
 ANSWERS = ["Ana Ruiz wrote Blue Sky.", "Ana was born in Lima.", "Ana writes poetry.", "Bo is a painter."]
@@ -52,6 +53,8 @@ def test_callback_records_grad_norm_loss_and_p(tiny_path, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     initial = AutoModelForCausalLM.from_pretrained(tiny_path)
     add_fused_lm_head(initial, outputs=("log_probs", "entropy"))  # as UnlearnTrainer does to its model
+    if args.ce_u_fused_linear and not args.ce_u_from_logits:  # ce_u's exact fused linear + CE-U head
+        add_linear_ce_u_head(initial)
     forget = Dataset.from_dict({"question": QUESTIONS, "answer": ANSWERS})
     trainer = UnlearnTrainer(model=model, args=args, forget_dataset=forget, processing_class=tok, callbacks=[cb])
 
