@@ -57,8 +57,9 @@ class CEUDPOTrainer(DPOTrainer):
             # the adaptive weight DPO's loss body puts on each rejected token (beta sigma(-u) for sigmoid; with
             # LD-DPO's alpha, f-divergence and WPO factors otherwise) is the loss's gradient w.r.t. the reweighted
             # log-prob, times the batch size: CE-U-DPO's CE-U term is ceu_weight * that weight * CE-U
-            (grad,) = torch.autograd.grad(loss, policy.rejected_surrogate, retain_graph=True)
-            adaptive = grad.detach() * grad.size(0)  # the loss is a mean over pairs
+            (grad,) = torch.autograd.grad(loss, policy.rejected_surrogate, retain_graph=True, allow_unused=True)
+            grad = torch.zeros_like(token_logps) if grad is None else grad.detach()
+            adaptive = grad * grad.size(0)  # the loss is a mean over pairs
             ceu = ce_u_loss_from_logprobs(token_logps, policy.rejected_entropy.detach(), mask, reduction="none")
             ceu_term = self.args.ceu_weight * (adaptive * ceu).sum(-1)
             metrics["loss/ceu_term"].append(self.accelerator.gather(ceu_term).mean().item())
