@@ -17,7 +17,8 @@ from transformers import TrainingArguments
 from trl import TrlParser
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tofu_common import ModelArguments, check_output_dir, load_model_and_tokenizer, parse_recipe_args, peft_config  # noqa: E402,E501
+from tofu_common import (ModelArguments, check_output_dir, load_model_and_tokenizer, parse_recipe_args,  # noqa: E402
+                         peft_config)
 
 from ceu_rl.tofu import load_split  # noqa: E402
 from ceu_rl.tofu.finetune import finetune  # noqa: E402

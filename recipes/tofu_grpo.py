@@ -64,7 +64,8 @@ def main(argv=None):
         record["after"] = _evaluate(trainer.accelerator.unwrap_model(trainer.model), tokenizer, tofu,
                                             eval_args, retain_log, out / "eval_after")
         print(write_results(out / "results.json", record))
-        print(f"results: {out / 'results.json'} (row appended to {out / 'results.md'}), per-step log: {out / 'log.jsonl'}")
+        print(f"results: {out / 'results.json'} (row appended to {out / 'results.md'}), "
+              f"per-step log: {out / 'log.jsonl'}")
 
 
 if __name__ == "__main__":

@@ -79,7 +79,8 @@ def main():
         model = trainer.accelerator.unwrap_model(trainer.model)
         record["after"] = _evaluate(model, tokenizer, tofu, cfg, retain_log, out / "eval_after")
         print(write_results(out / "results.json", record))
-        print(f"results: {out / 'results.json'} (row appended to {out / 'results.md'}), per-step log: {out / 'log.jsonl'}")
+        print(f"results: {out / 'results.json'} (row appended to {out / 'results.md'}), "
+              f"per-step log: {out / 'log.jsonl'}")
 
 
 if __name__ == "__main__":

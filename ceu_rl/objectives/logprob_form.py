@@ -76,7 +76,8 @@ def _check_logprobs_and_entropy(logp: torch.Tensor, entropy: torch.Tensor, mask:
     bad = mask & torch.isnan(logp)
     if bool(bad.any()):
         raise ValueError(f"logprobs is NaN at valid position {first(bad)}: the model's forward produced NaN (e.g. an "
-                         "fp16 overflow, or a diverged run); mask padding out with `mask` rather than filling it with NaN.")
+                         "fp16 overflow, or a diverged run); mask padding out with `mask` rather than filling it with "
+                         "NaN.")
     bad = mask & (logp > 1e-4)
     if bool(bad.any()):
         raise ValueError(f"logprobs must be <= 0 (log-probabilities), got {logp[bad][0].item():.4g} at valid position "

@@ -174,10 +174,12 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=200)
     args = p.parse_args(argv)
+    from .score import _read
+
+    retain = _read(args.retain_log) if args.retain_log else None  # missing or broken: one "error:" line, before loading
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto")
     model.to("cuda" if torch.cuda.is_available() else "cpu")
-    retain = json.loads(Path(args.retain_log).read_text()) if args.retain_log else None
     log = evaluate_tofu(model, tokenizer, args.forget_split, args.data_source, args.prompt_format, retain,
                         args.max_new_tokens, args.batch_size)
     print(json.dumps(write_eval(log, args.out, retain), indent=2))

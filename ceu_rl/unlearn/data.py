@@ -22,7 +22,8 @@ def _encode_all(tokenizer, dataset, prompt_format, max_length, name, answer_key=
     for column in ("question", answer_key):
         for i, value in enumerate(dataset[column]):
             if not isinstance(value, str):
-                raise ValueError(f"The {name} dataset's {column!r} at row {i} is a {type(value).__name__}, not a string: "
+                raise ValueError(f"The {name} dataset's {column!r} at row {i} is a {type(value).__name__}, not a "
+                                 "string: "
                                  "UnlearnTrainer takes plain question/answer text (prompt_format='chat' applies the "
                                  "tokenizer's chat template itself), not conversational message lists.")
             if column == "question" and not value.strip():  # an empty answer: encode_qa's error
@@ -40,7 +41,7 @@ class ForgetRetainDataset(Dataset):
     def __init__(self, tokenizer, forget, retain=None, prompt_format="plain", max_length=256, idk_answers=None,
                  seed=0):
         self.forget = _encode_all(tokenizer, forget, prompt_format, max_length, "forget")
-        self.retain = _encode_all(tokenizer, retain, prompt_format, max_length, "retain") if retain is not None else None
+        self.retain = None if retain is None else _encode_all(tokenizer, retain, prompt_format, max_length, "retain")
         self.idk = None
         if idk_answers:
             rng = random.Random(seed)

@@ -247,3 +247,10 @@ def test_scorer_bad_eval_logs(tmp_path):
     bad.write_text(json.dumps(log))
     with pytest.raises(SystemExit, match="error: .*'wf_Truth_Ratio' question 0 has score=None"):
         score.main([str(bad)])
+
+
+def test_evaluate_cli_with_a_missing_retain_log(tmp_path):
+    from ceu_rl.tofu import evaluate
+
+    with pytest.raises(SystemExit, match=r"error: .*nope.json does not exist \(expected a TOFU_EVAL.json\)"):
+        evaluate.main(["--model", "unused", "--out", str(tmp_path), "--retain_log", str(tmp_path / "nope.json")])

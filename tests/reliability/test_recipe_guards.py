@@ -30,7 +30,8 @@ def test_gpu_config_on_a_machine_without_gpu_names_the_flags(tmp_path, monkeypat
     if torch.cuda.is_available():
         pytest.skip("on a GPU machine the GPU config is valid")
     argv = ["--config", GPU_CONFIG, "--output_dir", str(tmp_path)]
-    with pytest.raises(SystemExit, match=r"error: this config is set up for GPUs.*--cpu.*--bf16 false --optim adamw_torch"):
+    with pytest.raises(SystemExit,
+                       match=r"error: this config is set up for GPUs.*--cpu.*--bf16 false --optim adamw_torch"):
         parse_recipe_args(_parser(), argv)
     # bf16 turned off by hand but the paged (bitsandbytes, CUDA-only) optimizer left: the same advice, naming optim
     with pytest.raises(SystemExit, match=r"--cpu.*optim=paged_adamw_32bit needs a CUDA GPU"):
@@ -52,7 +53,8 @@ def test_output_folder_with_results_is_refused(tmp_path, monkeypatch, capsys):
     (tmp_path / "results.json").write_text("{}")
     argv = ["--config", GPU_CONFIG, "--output_dir", str(tmp_path), "--cpu"]
     monkeypatch.setattr(sys, "argv", ["tofu_unlearn.py", *argv])
-    with pytest.raises(SystemExit, match=r"already holds results of an earlier run \(results.json\).*--overwrite_output_dir"):
+    with pytest.raises(SystemExit,
+                       match=r"already holds results of an earlier run \(results.json\).*--overwrite_output_dir"):
         tofu_unlearn.main()
     assert (tmp_path / "results.json").read_text() == "{}"  # untouched
     with pytest.raises(SystemExit, match="already holds results"):

@@ -4,8 +4,8 @@ Resume: the uninterrupted run leaves checkpoint-2 on disk, exactly what a run in
 leave; a fresh trainer (built as a user would rebuild it: same arguments, the initial model) resumed from it must end
 with the same weights and the same logged losses (all logged keys, steps 1-4). Determinism: the same seed twice gives
 the same losses. Not compared: TRL's DPO `num_tokens`, a running count that TRL keeps outside the checkpoint (it
-restarts at 0 on resume; GRPO's comes from the saved trainer state). Tolerance: both are bitwise on one machine (same ops, same order, one thread); asserted within
-rtol 1e-5 / atol 1e-7 so that nothing rests on rounding beyond that.
+restarts at 0 on resume; GRPO's comes from the saved trainer state). Tolerance: both are bitwise on one machine (same
+ops, same order, one thread); asserted within rtol 1e-5 / atol 1e-7 so that nothing rests on rounding beyond that.
 """
 
 import math
