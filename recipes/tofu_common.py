@@ -29,12 +29,22 @@ CPU_FLAGS = ("--use_cpu", "true", "--bf16", "false", "--optim", "adamw_torch")
 RESULT_FILES = ("results.json", "log_history.json", "log.jsonl", "model.safetensors", "model", "eval_after")
 
 
+def quiet_library_bars() -> None:
+    """No per-dataset-map and weight-loading bars from datasets/transformers: the recipe's one bar is the trainer's."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def parse_recipe_args(parser, argv=None):
     """`parser.parse_args_and_config` plus two recipe switches, read before the dataclasses are built:
     `--cpu` (appends CPU_FLAGS) and `--overwrite_output_dir` (checked by `check_output_dir`). Returns
     (parsed dataclasses..., overwrite_output_dir). A GPU setting on a machine without a GPU stops with the flags to add
     instead of transformers' "Your setup doesn't support bf16/gpu" traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_library_bars()
     overwrite = "--overwrite_output_dir" in argv
     argv = [a for a in argv if a != "--overwrite_output_dir"]
     if "--cpu" in argv:
