@@ -9,9 +9,11 @@ gradient-stability plots of `analysis` (quick version). Per-step logs go to file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from pathlib import Path
 
 from . import demo
 
@@ -35,7 +37,9 @@ def main(argv=None) -> None:
 
     from analysis.plots import make_all
 
-    files = make_all(f"{args.out}/analysis", quick=True)
+    Path(args.out, "analysis").mkdir(parents=True, exist_ok=True)
+    with open(Path(args.out, "analysis", "train_log.txt"), "w") as log, contextlib.redirect_stdout(log):
+        files = make_all(f"{args.out}/analysis", quick=True)  # its trainers print every step's dict: to the file
     print("gradient-stability plots (python -m analysis plots --quick):", ", ".join(str(f) for f in files.values()))
     print(f"main job done in {time.time() - start:.0f} s: {args.out}/demo, {args.out}/mini_tofu (results.md, "
           f"trajectories.png), {args.out}/analysis", flush=True)

@@ -154,5 +154,15 @@ def unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: 
             "trace": trace, **clock.seconds()}
 
 
+def quiet_progress_bars() -> None:
+    """No per-call bars from datasets and transformers (model saving/loading, dataset maps): one line per job."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def init_worker() -> None:
     torch.set_num_threads(1)
+    quiet_progress_bars()

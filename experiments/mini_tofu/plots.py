@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .report import UTILITY_FRACTION  # noqa: E402
 
+FLOOR = -10  # log10 forget quality drawn no lower than this (over-unlearning reaches 1e-20 and below)
+
 
 def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
     """One panel per learning rate. Points: geometric mean of forget quality (mean of log10) and mean model utility
@@ -26,7 +28,7 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
                 continue
             mu = [p["model_utility"]["mean"] for p in t["points"]]
             mu_sd = [p["model_utility"]["sd"] for p in t["points"]]
-            lg = [p["log10_forget_quality"]["mean"] for p in t["points"]]
+            lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in t["points"]]
             lg_sd = [p["log10_forget_quality"]["sd"] for p in t["points"]]
             fq = [10 ** v for v in lg]
             yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)], [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
@@ -42,14 +44,18 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
             ax.axvline(UTILITY_FRACTION * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1,
                        label=f"{UTILITY_FRACTION} x full's utility")
         ax.set_yscale("log")
+        ax.set_ylim(10 ** FLOOR / 3, 3)
+        ax.set_xlim(-0.02, 1.0)
         ax.set_xlabel("model utility")
         ax.set_title(f"lr {lr:g}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("forget quality (KS p-value, log)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center right")
     n = max((len(t["seeds"]) for t in traj.values()), default=0)
-    fig.suptitle(f"mini-TOFU: forget quality vs model utility while unlearning (mean over {n} seeds, ±1 sd)")
-    fig.tight_layout()
+    fig.suptitle(f"mini-TOFU: forget quality vs model utility while unlearning ({n} seeds: geometric mean of forget "
+                 f"quality and mean utility, ±1 sd; below 1e{FLOOR} drawn at 1e{FLOOR}; big dot = last step)")
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

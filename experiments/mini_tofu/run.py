@@ -79,21 +79,24 @@ def _mean_traces(cfg, records) -> dict:
     return out
 
 
-def write_results(cfg, records: dict, out: Path, meta: dict, final: bool = False) -> dict:
+def write_results(cfg, records: dict, out: Path, meta: dict, complete: bool = False, final: bool = False) -> dict:
+    """results.{json,md} and trajectories.json; `final`: also the plots and the eval logs of every model."""
     summaries = report.per_seed_summaries(records)
     rows = report.final_rows(cfg, summaries)
     traj = report.trajectories(cfg, summaries)
     best = report.best_operating_points(cfg, summaries)
     cpu = sum(r["cpu_s"] for r in records.values())
-    result = {**meta, "config": asdict(cfg), "complete": final, "total_job_cpu_s": cpu,
+    seconds = {f"seed{s} {n}": {k: round(r[k], 1) for k in ("cpu_s", "wall_s")} for (s, n), r in records.items()}
+    result = {**meta, "config": asdict(cfg), "complete": complete, "total_job_cpu_s": cpu, "job_seconds": seconds,
               "rows": rows, "best_operating_point": best, "per_seed": {str(s): v for s, v in summaries.items()}}
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "trajectories.json").write_text(json.dumps({"command": meta["command"], "trajectories": traj}, indent=2))
     table = report.markdown(cfg, rows, best)
     runtime = meta.get("runtime_s")
-    footer = (f"\n\nSeeds {list(cfg.seeds)}; {'complete' if final else 'INCOMPLETE (still running)'}; sum of job CPU "
-              f"time {cpu:.0f} s" + (f", wall time {runtime:.0f} s with {meta['workers']} worker process(es)" if runtime
-                                     else "") + f".\nCommand: `{meta['command']}`\nMachine: {meta['machine']}\n")
+    wall = f", wall time {runtime:.0f} s with {meta['workers']} worker process(es)" if runtime else ""
+    footer = (f"\n\nSeeds {list(cfg.seeds)} (with results: {sorted(summaries)}); "
+              f"{'complete' if complete else 'INCOMPLETE'}; sum of job CPU time {cpu:.0f} s{wall}.\n"
+              f"Command: `{meta['command']}`\nMachine: {meta['machine']}\n")
     (out / "results.md").write_text(table + footer)
     if final:
         plots.plot_trajectories(cfg, traj, rows, out / "trajectories.png")
@@ -105,9 +108,11 @@ def write_results(cfg, records: dict, out: Path, meta: dict, final: bool = False
     return result
 
 
-def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None) -> dict:
-    """Every job of `cfg`, `workers` processes at a time (one torch thread each; 0: in this process)."""
+def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, report_only: bool = False) -> dict:
+    """Every job of `cfg`, `workers` processes at a time (one torch thread each; 0: in this process).
+    `report_only`: run nothing, report the jobs already finished in the output folder (e.g. of a run still going)."""
     start = time.time()
+    jobs.quiet_progress_bars()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": command or "python -m experiments.mini_tofu " + " ".join(sys.argv[1:]), "workers": workers,
@@ -120,7 +125,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None) -> di
     print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(cfg.objectives)} objectives x {len(cfg.learning_rates)} lr + "
           f"full + retain): {to_run} jobs to run ({len(todo) - to_run} done already), {workers} worker(s); "
           f"unlearning evaluated at steps {jobs.unlearn_steps(cfg, forget_size)}; logs in {out}/logs", flush=True)
-    if workers > 0:
+    if workers > 0 and not report_only:
         import multiprocessing as mp
 
         executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=jobs.init_worker)
@@ -137,7 +142,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None) -> di
         cached = _load_done(out, cfg, seed, name)
         if cached is not None:
             done(cached)
-        else:
+        elif not report_only:
             pending[executor.submit(fn, cfg, seed, *args, out)] = (seed, name)
 
     def queue_seed(i):
@@ -165,23 +170,29 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None) -> di
                 shown = final[max(final)] if final else {}
                 lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]),
                            **{k: shown[k] for k in ("forget_quality", "model_utility") if k in shown})
-                write_results(cfg, records, out, meta)
-    meta["runtime_s"] = time.time() - start
-    result = write_results(cfg, records, out, meta, final=True)
+                write_results(cfg, records, out, meta, complete=False)
+    complete = all(key in records for key in todo)
+    if report_only:  # beside a run that may still be writing its own results
+        out = out / "report_only"
+        out.mkdir(exist_ok=True)
+    else:
+        meta["runtime_s"] = time.time() - start
+    result = write_results(cfg, records, out, meta, complete=complete, final=True)
     print("\n" + (out / "results.md").read_text(), flush=True)
-    print(f"[mini-tofu] {meta['runtime_s']:.0f} s; results in {out}/results.{{json,md}}, plots {out}/trajectories.png "
+    print(f"[mini-tofu] {meta.get('runtime_s', 0):.0f} s; results in {out}/results.{{json,md}}, plots {out}/trajectories.png "
           f"and {out}/unlearning_traces.png, per-step logs in {out}/logs/", flush=True)
     return result
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description="mini-TOFU over seeds and learning rates (offline, tiny Llama)")
-    p.add_argument("--full", action="store_true", help="5 seeds x 3 learning rates (5e-5, 2e-4, 8e-4)")
+    p.add_argument("--full", action="store_true", help="5 seeds x 3 learning rates (5e-5, 2e-4, 8e-4), 2 evaluations")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (main), 0..4 (--full)")
     p.add_argument("--learning_rates", type=float, nargs="+", help="default: 2e-4 (main), 5e-5 2e-4 8e-4 (--full)")
     p.add_argument("--objectives", nargs="+", help="default: all nine")
     p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (0: inline)")
     p.add_argument("--out", help="output folder (default outputs/mini_tofu, or outputs/mini_tofu_full)")
+    p.add_argument("--report_only", action="store_true", help="run nothing: report the jobs finished in --out")
     return p.parse_args(argv)
 
 
@@ -193,4 +204,4 @@ def config_from_args(args) -> MiniTofuConfig:
 
 def main(argv=None) -> dict:
     args = parse(argv)
-    return run(config_from_args(args), args.workers)
+    return run(config_from_args(args), args.workers, report_only=args.report_only)

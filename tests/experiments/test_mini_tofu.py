@@ -15,7 +15,7 @@ from experiments.mini_tofu.run import config_from_args, parse
 # steps evaluated at steps 2 and 3 (the forget set stays forget01's 40 questions)
 TINY = dict(seeds=(0, 1), objectives=("ga", "ce_u_retain"), learning_rates=(1e-3, 3e-3), num_retain_authors=1,
             eval_questions=4, vocab_size=320, hidden_size=32, num_layers=1, finetune_epochs=2, unlearn_epochs=1,
-            max_new_tokens=8)
+            max_new_tokens=8, eval_points=2)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,15 @@ def test_resume_reuses_finished_jobs(two_runs, capsys):
     after = run(cfg, workers=0, command="test")
     assert "0 jobs to run (12 done already)" in capsys.readouterr().out
     assert json.loads(json.dumps(after["per_seed"])) == before["per_seed"]
+
+
+def test_evaluating_during_unlearning_does_not_change_training(two_runs, tmp_path):
+    # the main job evaluates only the last step, --full also halfway: the last step must be the same model
+    cfg, a = two_runs[0]
+    one = run(MiniTofuConfig(out=str(tmp_path), **{**TINY, "seeds": (0,), "objectives": ("ga",),
+                                                   "learning_rates": (1e-3,), "eval_points": 1}), workers=0)
+    assert list(one["per_seed"]["0"]["ga_lr0.001"]) == [3]
+    assert one["per_seed"]["0"]["ga_lr0.001"][3] == a["per_seed"]["0"]["ga_lr0.001"]["3"]
 
 
 def test_presets_and_cli():
