@@ -1,6 +1,6 @@
 """Run by test_ceu_grpo_vllm.py in a subprocess (vLLM wants its own process and a __main__ guard): CE-U-GRPO with
-vLLM colocate rollouts for 3 steps on a tiny local Llama, then a weight sync and a greedy generation by vLLM and by
-transformers on the updated weights. Prints one JSON line."""
+vLLM colocate rollouts for 3 steps on a tiny local Llama with tied embeddings, then a weight sync and a greedy
+generation by vLLM and by transformers on the updated weights. Prints one JSON line."""
 
 import json
 import os
@@ -11,7 +11,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-from vllm_check_helpers import length_reward as reward, max_teacher_forced_gap  # noqa: E402
+from vllm_check_helpers import length_reward as reward, max_teacher_forced_gap, save_tied_tiny_model  # noqa: E402
 
 
 def main(root):
@@ -20,10 +20,8 @@ def main(root):
     from vllm import SamplingParams
 
     from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
-    from ceu_rl.tiny_models import save_tiny_model
-
     path = os.path.join(root, "model")
-    save_tiny_model(path, ["hello world the cat sat on the mat"] * 20, vocab_size=300, hidden_size=64, num_heads=2)
+    save_tied_tiny_model(path, ["hello world the cat sat on the mat"] * 20, vocab_size=300)  # tied: the harder case
     args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
                          num_generations=4, max_completion_length=8, max_steps=3, learning_rate=3e-2, report_to=[],
                          save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
