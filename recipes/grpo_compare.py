@@ -1,7 +1,8 @@
 """GRPO (negative_objective="pg") vs every CE-U-GRPO variant, over tasks x learning rates x seeds, one run at a time.
 
-    python recipes/grpo_compare.py [--out outputs/grpo_compare] [--tasks reverse sort] [--learning_rates 5e-4 1e-4]
-        [--seeds 0 1 2 3 4] [--objectives pg ceu ...]   (default: every value CEUGRPOConfig accepts)
+    python recipes/grpo_compare.py [--out outputs/grpo_compare] [--tasks reverse sort]
+        [--learning_rates 5e-4 2.5e-4 1e-4] [--seeds 0 1 2 3 4] [--objectives pg ceu_min ...]
+        (default objectives: every negative_objective CEUGRPOConfig accepts)
 
 Per seed, one tiny model is warm-started per task and shared by every objective and learning rate (a paired
 comparison). Each run writes runs/<task>/lr<lr>/<objective>/seed<seed>.json as soon as it ends (an interrupted
@@ -152,7 +153,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/grpo_compare")
     p.add_argument("--tasks", nargs="+", default=sorted(TASKS))
-    p.add_argument("--learning_rates", nargs="+", default=["5e-4", "1e-4"])
+    p.add_argument("--learning_rates", nargs="+", default=["5e-4", "2.5e-4", "1e-4"])
     p.add_argument("--objectives", nargs="+", default=None, help="default: every negative_objective of the config")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--num_prompts", type=int, default=256, help="RL prompts (2 per step: 128 steps)")

@@ -175,8 +175,8 @@ def plot(rows, objectives, path: Path) -> None:
                 ax.set_xlabel("step", fontsize=8)
         row_axes[0].legend(fontsize=7)
     fig.suptitle("GRPO (pg) vs CE-U-GRPO variants: mean over seeds, band = ±1 sd (8-step moving average)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    fig.savefig(path, dpi=75)
     plt.close(fig)
 
 
