@@ -152,7 +152,7 @@ def machine() -> dict:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/grpo_compare")
-    p.add_argument("--tasks", nargs="+", default=sorted(TASKS))
+    p.add_argument("--tasks", nargs="+", default=sorted(TASKS), choices=sorted(TASKS))
     p.add_argument("--learning_rates", nargs="+", default=["5e-4", "2.5e-4", "1e-4"])
     p.add_argument("--objectives", nargs="+", default=None, help="default: every negative_objective of the config")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
