@@ -29,7 +29,7 @@ class CEUGRPOTrainer(GRPOTrainer):
         if args is not None and not isinstance(args, CEUGRPOConfig):
             raise ValueError("CEUGRPOTrainer needs a CEUGRPOConfig (it carries negative_objective).")
         reward_funcs = check_grpo_inputs(reward_funcs, pargs, kwargs)  # clear errors for bad data and rewards
-        with cpu_vllm_weight_sync(args):  # vLLM on CPU: weight sync through vLLM's reload (see vllm_cpu.py)
+        with cpu_vllm_weight_sync(args, model):  # vLLM on CPU: weight sync through vLLM's reload (see vllm_cpu.py)
             super().__init__(model, reward_funcs, args, *pargs, **kwargs)
 
     def _generate_and_score_completions(self, inputs):

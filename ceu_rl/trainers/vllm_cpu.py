@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -84,14 +85,29 @@ def refresh_vocab_kernels(model) -> None:
             module.quant_method.process_weights_after_loading(module)
 
 
+def _has_tied_embeddings(model) -> bool:
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return bool(getattr(text_config, "tie_word_embeddings", False))
+
+
 @contextlib.contextmanager
-def cpu_vllm_weight_sync(args):
+def cpu_vllm_weight_sync(args, model=None):
     """While building a GRPO trainer: on a CPU trainer in server mode, TRL's VLLMGeneration creates the
     save-and-reload client instead of its NCCL one; in colocate mode it is the reload-on-CPU subclass above (which
     defers to TRL's sync when vLLM runs on a GPU)."""
     use_vllm = args is not None and getattr(args, "use_vllm", False)
     server_on_cpu = use_vllm and args.vllm_mode == "server" and args.device.type == "cpu"
     colocate = use_vllm and args.vllm_mode == "colocate"
+    if server_on_cpu and _has_tied_embeddings(model):
+        warnings.warn(
+            "vllm_mode='server' with a tied-embedding model: if the vLLM server runs on a CPU where vLLM packs the LM "
+            "head (oneDNN, AMX or zentorch, e.g. AVX-512 CPUs), its reload_weights leaves the tied LM head packed from "
+            "the first load, so generations after a weight sync come from the initial head (measured: 1.2 nats off). "
+            "The server cannot be told to re-pack it; on such CPUs use vllm_mode='colocate' (re-packed, tested).",
+            stacklevel=3)
     patches = []
     if server_on_cpu:
         patches.append((vllm_generation, "VLLMClient", CPUWeightReloadVLLMClient))

@@ -77,6 +77,12 @@ def test_cpu_vllm_weight_sync_patches_only_during_init_and_defers_to_trl_off_cpu
         assert grpo_trainer.VLLMGeneration is original_generation
     assert vllm_generation.VLLMClient is original_client
 
+    # server mode on CPU with tied embeddings: a warning (a packing CPU server would serve the initial LM head)
+    tied = SimpleNamespace(config=SimpleNamespace(tie_word_embeddings=True))
+    with pytest.warns(UserWarning, match="tied-embedding model.*use vllm_mode='colocate'"):
+        with vllm_cpu.cpu_vllm_weight_sync(args, tied):
+            pass
+
     calls = []
     monkeypatch.setattr(original_generation, "sync_weights", lambda self: calls.append("trl"))
     monkeypatch.setattr(vllm_cpu, "vllm_runs_on_cpu", lambda: False)
