@@ -237,7 +237,7 @@ def test_trl_options_gradient_equals_full_logits_formula(sharp_model_path, tmp_p
 
 def test_default_and_alias(tmp_path):
     default = CEUGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False)
-    assert default.negative_objective == DEFAULT_NEGATIVE_OBJECTIVE == "ceu_full"
+    assert default.negative_objective == DEFAULT_NEGATIVE_OBJECTIVE == "pg"  # docs/grpo_compare: no CE-U variant qualified
     assert _args(tmp_path, negative_objective="ceu").negative_objective_name == "ceu_full"
 
 

@@ -22,7 +22,8 @@ def main(root):
     from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
     path = os.path.join(root, "model")
     save_tied_tiny_model(path, ["hello world the cat sat on the mat"] * 20, vocab_size=300)  # tied: the harder case
-    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), negative_objective="ceu_min",  # a CE-U variant
+                         use_cpu=True, bf16=False, per_device_train_batch_size=4,
                          num_generations=4, max_completion_length=8, max_steps=3, learning_rate=3e-2, report_to=[],
                          save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
                          vllm_mode="colocate", vllm_gpu_memory_utilization=0.3, vllm_max_model_length=128, seed=0)

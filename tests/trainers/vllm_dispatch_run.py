@@ -89,7 +89,8 @@ def main(root, kind="auto"):
 
     path = os.path.join(root, "model")
     save_tiny_model(path, ["hello world the cat sat on the mat"] * 20, vocab_size=300, hidden_size=64, num_heads=2)
-    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), negative_objective="ceu_min",  # a CE-U variant
+                         use_cpu=True, bf16=False, per_device_train_batch_size=4,
                          num_generations=4, max_completion_length=8, max_steps=1, report_to=[], save_strategy="no",
                          gradient_checkpointing=False, use_vllm=True, vllm_mode="colocate",
                          vllm_gpu_memory_utilization=0.3, vllm_max_model_length=128, seed=0)

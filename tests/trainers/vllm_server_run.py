@@ -19,7 +19,8 @@ def main(root, model_path, base_url):
 
     from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
 
-    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), use_cpu=True, bf16=False, per_device_train_batch_size=4,
+    args = CEUGRPOConfig(output_dir=os.path.join(root, "out"), negative_objective="ceu_min",  # a CE-U variant
+                         use_cpu=True, bf16=False, per_device_train_batch_size=4,
                          num_generations=4, max_completion_length=8, max_steps=3, learning_rate=3e-2, report_to=[],
                          save_strategy="no", logging_steps=1, gradient_checkpointing=False, use_vllm=True,
                          vllm_mode="server", vllm_server_base_url=base_url, seed=0,
