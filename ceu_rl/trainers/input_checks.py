@@ -75,11 +75,14 @@ def _checked_reward(func):
 
 
 def checked_reward_funcs(reward_funcs):
-    """Plain (synchronous, non-model) reward functions wrapped so that NaN/inf rewards raise and exceptions name
-    the function; model ids, reward models and async functions are passed to TRL unchanged."""
+    """Plain synchronous reward functions (and methods) wrapped so that NaN/inf rewards raise and exceptions name
+    the function; model ids, reward models, async functions, partials and callable objects go to TRL unchanged (TRL
+    names those itself, and a wrapper would change the name it logs under)."""
+    from trl.trainer.utils import is_async_callable
+
     funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
-    wrapped = [_checked_reward(f) if callable(f) and not isinstance(f, (str, torch.nn.Module))
-               and not inspect.iscoroutinefunction(f) else f for f in funcs]
+    wrapped = [_checked_reward(f) if (inspect.isfunction(f) or inspect.ismethod(f)) and not is_async_callable(f)
+               else f for f in funcs]
     return wrapped if isinstance(reward_funcs, list) else wrapped[0]
 
 

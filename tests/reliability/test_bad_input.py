@@ -254,3 +254,23 @@ def test_evaluate_cli_with_a_missing_retain_log(tmp_path):
 
     with pytest.raises(SystemExit, match=r"error: .*nope.json does not exist \(expected a TOFU_EVAL.json\)"):
         evaluate.main(["--model", "unused", "--out", str(tmp_path), "--retain_log", str(tmp_path / "nope.json")])
+
+
+def test_reward_wrapping_keeps_names_and_leaves_other_callables_to_trl():
+    import functools
+
+    from ceu_rl.trainers.input_checks import checked_reward_funcs
+
+    class Scorer:
+        def __call__(self, completions, **kwargs):
+            return [float("nan")] * len(completions)
+
+    async def async_reward(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    partial = functools.partial(_length_reward)
+    scorer = Scorer()
+    wrapped = checked_reward_funcs([_length_reward, scorer, partial, async_reward, "some/reward-model"])
+    assert wrapped[0] is not _length_reward and wrapped[0].__name__ == "_length_reward"
+    assert wrapped[0](completions=["ab", "abc"]) == [2.0, 3.0]
+    assert wrapped[1:] == [scorer, partial, async_reward, "some/reward-model"]  # TRL's, unchanged
