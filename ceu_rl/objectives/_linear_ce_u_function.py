@@ -76,7 +76,19 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
     valid ("none" mode); log p_y has no gradient. Values and gradients are computed in `cdtype`."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, unlearn, valid, mode, chunk_rows, cdtype, chunk_fn):
+    def forward(ctx, hidden, *args):
+        # autocast (e.g. the Trainer's bf16) would run the head matmul in bf16: the logits must be float32 here
+        with torch.autocast(hidden.device.type, enabled=False):
+            return LinearUnifiedCrossEntropyFunction._forward(ctx, hidden, *args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        with torch.autocast(ctx.device_type, enabled=False):
+            return LinearUnifiedCrossEntropyFunction._backward(ctx, *grads)
+
+    @staticmethod
+    def _forward(ctx, hidden, weight, bias, labels, unlearn, valid, mode, chunk_rows, cdtype, chunk_fn):
+        ctx.device_type = hidden.device.type
         n_rows = hidden.shape[0]
         w = weight.to(cdtype)  # no copy when already cdtype (bf16 weights: one float32 copy, V x H)
         b = None if bias is None else bias.to(cdtype)
@@ -115,7 +127,7 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
         return value, logp
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_logp):
+    def _backward(ctx, grad_loss, _grad_logp):
         if ctx.mode == "sum":
             if ctx.grads is None:
                 raise RuntimeError("linear_ce_u_loss with reduction 'mean'/'sum' supports one backward per forward "

@@ -317,3 +317,12 @@ def test_second_backward_of_a_mean_is_a_clear_error():
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="supports one backward per forward"):
         loss.backward()
+
+
+def test_autocast_does_not_lower_the_head_precision():
+    """Under bf16 autocast (as the Trainer's bf16=True runs the loss) the head matmul still runs in float32."""
+    hidden, weight, bias, labels, unlearn = random_inputs()
+    for reduction in ("mean", "none"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = ours(hidden, weight, labels, unlearn, bias, reduction=reduction)
+        assert_matches(got, reference(hidden, weight, labels, unlearn, bias, reduction=reduction))
