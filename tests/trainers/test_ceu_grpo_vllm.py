@@ -23,7 +23,8 @@ def _run_script(name, *argv):
 
 
 def test_colocate_training_and_weight_sync(tmp_path):
-    """This machine's own CPU GEMM dispatch (packed on oneDNN/AMX/zentorch CPUs, where TRL's in-place sync failed)."""
+    """This machine's own CPU GEMM dispatch (packed on oneDNN/AMX/zentorch CPUs, where TRL's in-place sync failed),
+    on a tied-embedding model (where vLLM's reload alone left the LM head packed from the first load)."""
     result = _run_script("vllm_colocate_run.py", tmp_path)
     assert len(result["losses"]) == 3 and result["ceu_logged"]
     # The sync itself, on the weights: vLLM's copy of the embedding equals the trained one up to its dtype's rounding
