@@ -87,14 +87,15 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
             return LinearUnifiedCrossEntropyFunction._backward(ctx, *grads)
 
     @staticmethod
-    def _forward(ctx, hidden, weight, bias, labels, unlearn, valid, mode, chunk_rows, cdtype, chunk_fn):
+    def _forward(ctx, hidden, weight, bias, labels, unlearn, valid, mode, grad_enabled, chunk_rows, cdtype, chunk_fn):
         ctx.device_type = hidden.device.type
         n_rows = hidden.shape[0]
         w = weight.to(cdtype)  # no copy when already cdtype (bf16 weights: one float32 copy, V x H)
         b = None if bias is None else bias.to(cdtype)
         value = torch.zeros(n_rows, dtype=cdtype, device=hidden.device)
         logp = torch.zeros_like(value)
-        grads_now = mode == "sum" and any(ctx.needs_input_grad[:3])
+        # needs_input_grad is True under torch.no_grad too: the caller says whether a backward can follow
+        grads_now = mode == "sum" and grad_enabled and any(ctx.needs_input_grad[:3])
         grad_h = grad_w = grad_b = None
         if grads_now:
             grad_h = torch.empty(hidden.shape, dtype=cdtype, device=hidden.device) if ctx.needs_input_grad[0] else None
@@ -154,7 +155,7 @@ class LinearUnifiedCrossEntropyFunction(torch.autograd.Function):
                 del z, g
         out = [None if g is None or not need else g.to(dt)
                for g, need, dt in zip(grads, ctx.needs_input_grad[:3], ctx.dtypes)]
-        return (*out, None, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None, None)
 
 
 def _accumulate(grad_logits, h, w, grad_h_out, grad_w, grad_b):

@@ -79,8 +79,8 @@ def linear_unified_loss_and_logprobs(hidden, weight, labels, unlearn_mask=None, 
     mode = "none" if reduction == "none" else "sum"
     chunk_fn = _chunk_fn(implementation, hidden.device, cdtype)
     loss, logp = LinearUnifiedCrossEntropyFunction.apply(
-        flat_hidden, weight, bias, safe_labels, unlearn, valid, mode, chunk_size or default_chunk_rows(vocab),
-        cdtype, chunk_fn)
+        flat_hidden, weight, bias, safe_labels, unlearn, valid, mode, torch.is_grad_enabled(),
+        chunk_size or default_chunk_rows(vocab), cdtype, chunk_fn)
     valid = valid.view(labels.shape)
     logp = torch.where(valid, logp.view(labels.shape), torch.zeros((), dtype=logp.dtype, device=logp.device))
     if mode == "none":

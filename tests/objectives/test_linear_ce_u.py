@@ -229,10 +229,12 @@ class LiveMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0]
+                  if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() > 0:
                 ptr = t.untyped_storage().data_ptr()
-                if ptr not in self.live:
+                if ptr not in self.live and ptr not in inputs:  # views and in-place results are not new memory
                     self.live[ptr] = t.untyped_storage().nbytes()
                     self.current += self.live[ptr]
                     self.peak = max(self.peak, self.current)
@@ -326,3 +328,17 @@ def test_autocast_does_not_lower_the_head_precision():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = ours(hidden, weight, labels, unlearn, bias, reduction=reduction)
         assert_matches(got, reference(hidden, weight, labels, unlearn, bias, reduction=reduction))
+
+
+def test_no_grad_forward_computes_no_gradients():
+    """Evaluation under torch.no_grad: the same value, and none of the V x H gradient work or memory."""
+    hidden, weight, bias, labels, unlearn = random_inputs(n=64, width=32, vocab=2000)
+    hidden.requires_grad_()
+    weight.requires_grad_()
+    with torch.no_grad():
+        with LiveMemory() as mode:  # noqa: F841
+            value = linear_ce_u_loss(hidden, weight, labels, unlearn, bias, chunk_size=8)
+        largest = mode.largest_numel
+    torch.testing.assert_close(value.double(), reference(hidden, weight, labels, unlearn, bias)[0], rtol=1e-5,
+                               atol=1e-6)
+    assert largest < 2000 * 32  # chunks are 8 x 2000: no weight-gradient buffer (V x H = 2000 x 32) was allocated
