@@ -138,8 +138,8 @@ def test_server_mode_against_a_local_server(tmp_path):
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print("server-mode result:", result)
         assert len(result["losses"]) == 3
-        assert result["gap_trained"] < 0.05, result  # the server now serves the trained weights
-        assert result["gap_initial"] > 0.15, result  # and not the initial ones (a gap well beyond the tolerance)
+        assert result["gap_trained"] < 0.05, result  # the server now serves the synced weights (bf16 tolerance)
+        assert result["gap_previous"] > 0.15, result  # not the previous ones (seeded noise: 0.6-1.9 nats seen)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

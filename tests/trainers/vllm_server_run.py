@@ -14,6 +14,7 @@ from vllm_check_helpers import length_reward as reward, max_teacher_forced_gap  
 
 def main(root, model_path, base_url):
     import requests
+    import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -30,6 +31,16 @@ def main(root, model_path, base_url):
                              train_dataset=Dataset.from_dict({"prompt": ["the cat", "hello", "the mat", "world"] * 3}),
                              processing_class=tok)
     trainer.train()
+    model = trainer.model.eval()
+    # Then new weights far from the trained ones (seeded noise of each tensor's own scale), synced: the check below
+    # then separates "synced" from "not synced" by the noise, not by what 3 training steps happened to change (which
+    # depends on the CPU's rounding in the server's bfloat16 rollouts).
+    trained = AutoModelForCausalLM.from_pretrained(model_path).eval()
+    trained.load_state_dict(model.state_dict())
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator) * p.std().clamp(min=0.05))
     trainer.vllm_generation.sync_weights()
     prompts = ["the cat", "hello world"]
     model_id = requests.get(f"{base_url}/v1/models").json()["data"][0]["id"]
@@ -37,14 +48,12 @@ def main(root, model_path, base_url):
         "model": model_id, "prompt": [tok(p).input_ids for p in prompts], "max_tokens": 8, "temperature": 0.0,
         "return_token_ids": True}).json()["choices"]
     server_tokens = [c["token_ids"] for c in choices]
-    model = trainer.model.eval()
-    initial = AutoModelForCausalLM.from_pretrained(model_path).eval()
 
     print(json.dumps({
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "server": server_tokens,
         "gap_trained": max(max_teacher_forced_gap(model, tok, p, t) for p, t in zip(prompts, server_tokens)),
-        "gap_initial": max(max_teacher_forced_gap(initial, tok, p, t) for p, t in zip(prompts, server_tokens)),
+        "gap_previous": max(max_teacher_forced_gap(trained, tok, p, t) for p, t in zip(prompts, server_tokens)),
     }))
 
 
