@@ -54,7 +54,8 @@ def main(argv=None):
     trainer = CEUGRPOTrainer(model=model, reward_funcs=forget_answer_penalty, args=cfg, train_dataset=prompts,
                              processing_class=tokenizer, peft_config=peft_config(model_args))
     quiet_trainer(trainer, out / "log.jsonl", progress=not cfg.disable_tqdm)
-    name = "ce_u_grpo" if cfg.negative_objective == "ceu" else "grpo"
+    variant = cfg.negative_objective_name  # aliases resolved: "ceu" -> "ceu_full"
+    name = {"pg": "grpo", "ceu_full": "ce_u_grpo"}.get(variant, f"ce_u_grpo_{variant.removeprefix('ceu_')}")
     record = {"model": model_args.model_name_or_path, "objective": name, "forget_split": tofu.forget_split}
     if tofu.evaluate_before and trainer.accelerator.is_main_process:
         record["before"] = _evaluate(trainer.model, tokenizer, tofu, eval_args, retain_log, out / "eval_before")

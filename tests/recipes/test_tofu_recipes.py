@@ -120,7 +120,7 @@ def test_configs_parse_and_accelerate_configs_load():
 def test_tofu_grpo_recipe(tiny_tofu, tmp_path):
     model, data = tiny_tofu
     recipe = ROOT / "recipes" / "tofu_grpo.py"
-    for objective in ("pg", "ceu"):
+    for objective in ("pg", "ceu_full"):
         out = tmp_path / objective
         _run([sys.executable, str(recipe), "--config", str(ROOT / "recipes/configs/tofu/grpo.yaml"),
               "--model_name_or_path", str(model), "--data_source", str(data), "--forget_split", "forget01",
