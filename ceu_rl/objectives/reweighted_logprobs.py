@@ -7,9 +7,12 @@ CE-U (or a variant's weight). Feeding `reweighted_logprobs(l, w)` to an unchange
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ._checks import check_same_shape
+from .linear_ce_u import linear_ce_u_loss
 from .logprob_form import _MIN_ONE_MINUS_P
 
 # CE-U-GRPO's choices of what negative-advantage tokens get (see `negative_token_weight` and CEUGRPOConfig).
@@ -40,6 +43,32 @@ def ce_u_weight(logprobs: torch.Tensor, min_one_minus_p: float | None = None) ->
     with torch.no_grad():
         logp = logprobs.detach().to(cdtype).clamp(max=0.0)
         return (torch.exp(logp) / (-torch.expm1(logp)).clamp(min=floor)).to(logprobs.dtype)
+
+
+def exact_ce_u_logprobs(logprobs: torch.Tensor, ce_u_mask: torch.Tensor, hidden: torch.Tensor,
+                        head_weight: torch.Tensor, labels: torch.Tensor, head_bias: torch.Tensor | None = None,
+                        temperature: float = 1.0, scale: float = 1.0) -> torch.Tensor:
+    r"""`logprobs` (value bit for bit) whose gradient on the `ce_u_mask` tokens is scale * CE-U's, computed exactly.
+
+    `reweighted_logprobs(l, w)` gives w grad l, and grad l comes from TRL's fused head, whose backward forms the
+    label's logit gradient as 1 - exp(l) in float32: its error ~ err(l) / (1 - p) relative is the same as that of
+    w = p / -expm1(l), so an exact w alone does not make the product exact (measured: at 1 - p = 1e-6 both are off by
+    ~100%). Here the gradient on the masked tokens comes from `linear_ce_u_loss` instead (masked log-sum-exp, logit
+    gradient p - q = w (e_y - p) exactly): sg(l) + scale (c - sg(c)), c = CE-U of those tokens' logits
+    (hidden @ head_weight.T + head_bias) / temperature. Elsewhere l is returned unchanged. Cost: one chunked head
+    forward and backward over the masked tokens only.
+
+    hidden: the (..., H) hidden states that produced `logprobs` (in the autograd graph), labels: the scored tokens.
+    """
+    check_same_shape("ce_u_mask", ce_u_mask, "logprobs", logprobs)
+    check_same_shape("labels", labels, "logprobs", logprobs)
+    mask = ce_u_mask.bool()
+    if not bool(mask.any()):
+        return logprobs
+    ceu = linear_ce_u_loss(hidden[mask] * (1.0 / temperature), head_weight, labels[mask],
+                           bias=None if head_bias is None else head_bias * (1.0 / temperature), reduction="none")
+    carrier = torch.zeros(logprobs.shape, dtype=ceu.dtype, device=ceu.device).masked_scatter(mask, ceu - ceu.detach())
+    return torch.where(mask, logprobs.detach() + (scale * carrier).to(logprobs.dtype), logprobs)
 
 
 def divergence_from_positives(completion_ids: torch.Tensor, completion_mask: torch.Tensor,
@@ -93,3 +122,22 @@ def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: to
         position = torch.arange(logprobs.shape[-1], device=logprobs.device)
         weight = torch.where(position < divergence_index.reshape(-1, 1), torch.ones_like(weight), weight)
     return torch.where(advantages < 0, weight, torch.ones_like(weight))
+
+
+def ce_u_token_mask(objective: str, logprobs: torch.Tensor, advantages: torch.Tensor,
+                    divergence_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Where `negative_token_weight(objective, ...)` is CE-U's p / (1 - p) (bool, logprobs' shape): A < 0 and, for
+    "ceu_min", p < 1/2 (w < 1), for "ceu_prefix", t >= d. All False for "pg"."""
+    if objective not in NEGATIVE_OBJECTIVES:
+        raise ValueError(f"negative_objective={objective!r}: use one of {NEGATIVE_OBJECTIVES}.")
+    negative = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs) < 0
+    if objective == "pg":
+        return torch.zeros_like(negative)
+    if objective == "ceu_min":
+        return negative & (logprobs.detach() < -math.log(2.0))
+    if objective == "ceu_prefix":
+        if divergence_index is None:
+            raise ValueError("negative_objective='ceu_prefix' needs divergence_index (divergence_from_positives).")
+        position = torch.arange(logprobs.shape[-1], device=logprobs.device)
+        return negative & (position >= divergence_index.reshape(-1, 1))
+    return negative

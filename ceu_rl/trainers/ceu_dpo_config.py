@@ -37,6 +37,16 @@ class CEUDPOConfig(DPOConfig):
         ceu_weight (`float`, *optional*, defaults to `1.0`):
             gamma above: the weight of the CE-U term on rejected tokens relative to DPO's own weight on the rejected
             side. `0.0` keeps only the chosen side of DPO's gradient. Only used with `loss_type="ceu"`.
+        ceu_exact_gradient (`bool`, *optional*, defaults to `False`):
+            Compute CE-U's gradient on rejected tokens exactly in float32, from the policy's last hidden states and LM
+            head (`exact_ce_u_logprobs`: `linear_ce_u_loss` on those tokens, masked log-sum-exp), instead of w * grad
+            log pi with w = p / (1 - p) and grad log pi both from TRL's float32 fused head, whose relative error grows
+            as err(log pi) / (1 - p): ~1e-2 at 1 - p = 1e-4, ~100% at 1 - p = 1e-6 (V = 32k), i.e. on confident
+            tokens, where CE-U's weight is largest. An exact w alone would not help: TRL's backward forms the label's
+            logit gradient as 1 - exp(log pi), with the same error. Cost: one extra chunked LM-head forward and
+            backward over those tokens only (`benchmarks/results/exact_weight.json`). Needs a plain `nn.Linear` LM
+            head (no PEFT adapter on it), no Liger kernel, no logit scaling or soft-capping. Only used with
+            `loss_type="ceu"`.
     """
 
     ceu_weight: float = field(
@@ -45,6 +55,13 @@ class CEUDPOConfig(DPOConfig):
             "help": "Weight gamma of the CE-U term on rejected tokens (CE-U-DPO, loss_type='ceu'); 0 keeps only "
             "DPO's chosen-side gradient."
         },
+    )
+    ceu_exact_gradient: bool = field(
+        default=False,
+        metadata={"help": "Exact float32 CE-U gradient on rejected tokens (loss_type='ceu') from the last hidden "
+                  "states and LM head (one extra chunked head forward+backward over those tokens); default: "
+                  "w = p/(1-p) and grad log p from TRL's fused head, inexact where 1 - p < ~1e-4. Needs a plain "
+                  "nn.Linear head."},
     )
 
     def __post_init__(self):
@@ -66,5 +83,8 @@ class CEUDPOConfig(DPOConfig):
                 raise ValueError(
                     f"{name}={value!r} is not supported with loss_type='ceu' (CE-U-DPO); set {name}={default!r}."
                 )
+        if self.ceu_exact_gradient and self.use_liger_kernel:
+            raise ValueError("ceu_exact_gradient=True does not support use_liger_kernel=True (Liger replaces the "
+                             "model's forward); set use_liger_kernel=False or ceu_exact_gradient=False.")
         if not self.ceu_weight >= 0:
             raise ValueError(f"ceu_weight must be >= 0, got {self.ceu_weight}.")

@@ -6,7 +6,9 @@ with w = ceu_weight * p / (1 - p): same value, gradient w * grad l. DPO's gradie
 beta sigma(-u) grad log pi (gradient ascent), becomes beta sigma(-u) ceu_weight grad CE-U, which is CE-U-DPO
 (`ceu_dpo_loss`) exactly, and every option of TRL's loss body (f-divergences, LD-DPO's `ld_alpha`, WPO's
 `use_weighting`) applies to it. The loss value is TRL's DPO value; CE-U's value is logged (`loss/ceu_term`).
-Every other `loss_type` is TRL's code path untouched.
+Every other `loss_type` is TRL's code path untouched. With `ceu_exact_gradient=True` the rejected tokens get their
+gradient from `linear_ce_u_loss` on the policy's last hidden states (`exact_ce_u_logprobs`; same value), exact in
+float32 where 1 - p is tiny.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ import contextlib
 import torch
 from trl import DPOTrainer
 
-from ..objectives import ce_u_loss_from_logprobs, ce_u_weight, reweighted_logprobs
+from ..objectives import ce_u_loss_from_logprobs, ce_u_weight, exact_ce_u_logprobs, reweighted_logprobs
 from .ceu_dpo_config import CEUDPOConfig
+from .exact_ce_u_head import check_exact_head, head_weight_and_bias, recorded_last_hidden_states, scored_hidden_states
 from .input_checks import check_preference_inputs
 
 
@@ -33,6 +36,8 @@ class CEUDPOTrainer(DPOTrainer):
         check_preference_inputs(pargs, kwargs)  # empty dataset/strings, no chat template: clear errors
         with _runs_as_sigmoid(args if self._is_ceu else None):
             super().__init__(model, ref_model, args, *pargs, **kwargs)
+        if self._is_ceu and self.args.ceu_exact_gradient:
+            check_exact_head(self.model, self.args)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         _check_preference_dataset(dataset, dataset_name, check_empty_rejected=self._is_ceu)
@@ -41,7 +46,8 @@ class CEUDPOTrainer(DPOTrainer):
     def _compute_loss(self, model, inputs, return_outputs):
         if not self._is_ceu:
             return super()._compute_loss(model, inputs, return_outputs)
-        policy = _RejectedTokensReweighted(model, inputs["completion_mask"], self.args.ceu_weight)
+        policy = _RejectedTokensReweighted(model, inputs["completion_mask"], self.args.ceu_weight,
+                                           self.args.ceu_exact_gradient)
         result = super()._compute_loss(policy, inputs, return_outputs)
         self._log_ceu_metrics(result[0] if return_outputs else result, policy)
         return result
@@ -73,15 +79,18 @@ class CEUDPOTrainer(DPOTrainer):
 
 class _RejectedTokensReweighted:
     """The policy model as TRL's `_compute_loss` calls it, returning on the fused-head call log-probs whose rejected
-    completion tokens carry CE-U's gradient: `reweighted_logprobs` with w = ceu_weight * p / (1 - p)."""
+    completion tokens carry CE-U's gradient: `reweighted_logprobs` with w = ceu_weight * p / (1 - p), or with
+    `exact`, `exact_ce_u_logprobs` (ceu_weight * linear_ce_u_loss's gradient, from the recorded hidden states)."""
 
-    def __init__(self, model, completion_mask, ceu_weight: float):
-        self.model, self.ceu_weight = model, ceu_weight
+    def __init__(self, model, completion_mask, ceu_weight: float, exact: bool = False):
+        self.model, self.ceu_weight, self.exact = model, ceu_weight, exact
         shift_mask = completion_mask[..., 1:]
         self.rejected_mask = shift_mask.chunk(2, dim=0)[1].bool()  # batch is [chosen, rejected]
 
     def __call__(self, **kwargs):
-        outputs = self.model(**kwargs)
+        exact = self.exact and kwargs.get("fused_lm_head")
+        with recorded_last_hidden_states(self.model) if exact else contextlib.nullcontext() as hidden:
+            outputs = self.model(**kwargs)
         if not kwargs.get("fused_lm_head"):  # TRL's extra forward for compute_metrics
             return outputs
         seq_len = self.rejected_mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
@@ -90,6 +99,12 @@ class _RejectedTokensReweighted:
         weight = torch.where(self.rejected_mask, self.ceu_weight * ce_u_weight(rejected), torch.ones_like(rejected))
         self.rejected_logps = rejected
         self.rejected_surrogate = reweighted_logprobs(rejected, weight)
+        if exact:  # the rejected tokens' gradient from linear_ce_u_loss, exact where 1 - p is tiny
+            rejected_hidden = scored_hidden_states(hidden, seq_len).chunk(2, dim=0)[1]
+            rejected_ids = kwargs["input_ids"][:, 1:][:, -seq_len:].chunk(2, dim=0)[1]
+            head_weight, head_bias = head_weight_and_bias(self.model)
+            self.rejected_surrogate = exact_ce_u_logprobs(self.rejected_surrogate, self.rejected_mask, rejected_hidden,
+                                                          head_weight, rejected_ids, head_bias, scale=self.ceu_weight)
         self.rejected_entropy = outputs.entropy[:, -seq_len:].chunk(2, dim=0)[1]
         outputs.log_probs = torch.cat([logps[:, :-seq_len], torch.cat([chosen, self.rejected_surrogate])], dim=1)
         return outputs

@@ -58,6 +58,16 @@ class CEUGRPOConfig(GRPOConfig):
     Parameters:
         negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE`, this module's constant):
             one of `"pg"`, `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"` (`"ceu"` = `"ceu_full"`).
+        ceu_exact_gradient (`bool`, *optional*, defaults to `False`):
+            Compute CE-U's gradient on the tokens with CE-U's weight (A < 0; for `"ceu_min"` only p < 1/2, for
+            `"ceu_prefix"` only t >= d) exactly in float32, from the policy's last hidden states and LM head
+            (`exact_ce_u_logprobs`: `linear_ce_u_loss` on those tokens, masked log-sum-exp), instead of w * grad log
+            pi with w = p / (1 - p) and grad log pi both from TRL's float32 fused head, whose relative error grows as
+            err(log pi) / (1 - p): ~1e-2 at 1 - p = 1e-4, ~100% at 1 - p = 1e-6 (V = 32k), i.e. on confident tokens,
+            where CE-U's weight is largest. An exact w alone would not help: TRL's backward forms the label's logit
+            gradient as 1 - exp(log pi), with the same error. Cost: one extra chunked LM-head forward and backward
+            over those tokens only (`benchmarks/results/exact_weight.json`). Needs a plain `nn.Linear` LM head (no
+            PEFT adapter on it), no Liger kernel, no logit scaling or soft-capping. Ignored with `"pg"`.
     """
 
     negative_objective: str = field(
@@ -65,6 +75,13 @@ class CEUGRPOConfig(GRPOConfig):
         metadata={"help": "What negative-advantage tokens get: 'pg' (TRL's GRPO unchanged), 'ceu_full' (CE-U), "
                   "'ceu_min' (CE-U below p=1/2, PG above), 'ceu_prefix' (CE-U after divergence from every "
                   "positive completion of the group). 'ceu' = 'ceu_full'."},
+    )
+    ceu_exact_gradient: bool = field(
+        default=False,
+        metadata={"help": "Exact float32 CE-U gradient on CE-U-weighted negative tokens from the last hidden "
+                  "states and LM head (one extra chunked head forward+backward over those tokens); default: "
+                  "w = p/(1-p) and grad log p from TRL's fused head, inexact where 1 - p < ~1e-4. Needs a plain "
+                  "nn.Linear head."},
     )
 
     @property
@@ -85,6 +102,9 @@ class CEUGRPOConfig(GRPOConfig):
                 f"loss_type={self.loss_type!r} is not supported with negative_objective={name!r}; use one of "
                 f"{SUPPORTED_LOSS_TYPES} or negative_objective='pg'."
             )
+        if self.ceu_exact_gradient and self.use_liger_kernel:
+            raise ValueError("ceu_exact_gradient=True does not support use_liger_kernel=True (Liger replaces the "
+                             "model's forward); set use_liger_kernel=False or ceu_exact_gradient=False.")
         if self.beta != 0.0 and self.use_bias_correction_kl:
             raise ValueError(
                 f"use_bias_correction_kl=True with beta={self.beta} is not supported with negative_objective="

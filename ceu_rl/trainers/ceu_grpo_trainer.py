@@ -6,16 +6,28 @@ TRL's own `_compute_loss` runs on them: clipping, masks, importance sampling, ev
 the aggregation are TRL's code. Two consequences: the loss value is TRL's (CE-U's value on the negative tokens is
 logged as `loss/ceu_term`), and TRL's KL term, which reads the same log-probs, gets its reference shifted by
 (surrogate - log-probs), a tensor of value 0, so that its gradient stays TRL's (tested against a full-logits formula).
-`negative_objective="pg"` does not touch the log-probs: TRL's GRPO bit for bit.
+`negative_objective="pg"` does not touch the log-probs: TRL's GRPO bit for bit. With `ceu_exact_gradient=True` the
+CE-U-weighted tokens get their gradient from `linear_ce_u_loss` on the policy's last hidden states instead
+(`exact_ce_u_logprobs`; the same value), exact in float32 where 1 - p is tiny.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from trl import GRPOTrainer
 
-from ..objectives import ce_u_loss_from_logprobs, divergence_from_positives, negative_token_weight, reweighted_logprobs
+from ..objectives import (
+    ce_u_loss_from_logprobs,
+    divergence_from_positives,
+    exact_ce_u_logprobs,
+    negative_token_weight,
+    reweighted_logprobs,
+)
+from ..objectives.reweighted_logprobs import ce_u_token_mask
 from .ceu_grpo_config import CEUGRPOConfig
+from .exact_ce_u_head import check_exact_head, head_weight_and_bias, recorded_last_hidden_states, scored_hidden_states
 from .input_checks import check_grpo_inputs
 from .vllm_cpu import cpu_vllm_weight_sync
 
@@ -31,6 +43,8 @@ class CEUGRPOTrainer(GRPOTrainer):
         reward_funcs = check_grpo_inputs(reward_funcs, pargs, kwargs)  # clear errors for bad data and rewards
         with cpu_vllm_weight_sync(args, model):  # vLLM on CPU: weight sync through vLLM's reload (see vllm_cpu.py)
             super().__init__(model, reward_funcs, args, *pargs, **kwargs)
+        if self.args.ceu_exact_gradient and self.args.negative_objective_name != "pg":
+            check_exact_head(self.model, self.args)
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
@@ -62,17 +76,25 @@ class CEUGRPOTrainer(GRPOTrainer):
         finally:
             self._reweight_inputs = None
 
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        logps, entropies, *rest = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+    def _get_per_token_logps_and_entropies(self, model, *args, **kwargs):
         inputs = getattr(self, "_reweight_inputs", None)
         if inputs is None:  # pg, or TRL's own calls (old / reference log-probs at generation time)
+            logps, entropies, *rest = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
             self._last_per_token_logps = logps  # pg's metrics read it
             return (logps, entropies, *rest)
+        exact = self.args.ceu_exact_gradient
+        with recorded_last_hidden_states(model) if exact else contextlib.nullcontext() as hidden:
+            logps, entropies, *rest = super()._get_per_token_logps_and_entropies(model, *args, **kwargs)
         advantages = inputs["advantages"]
         advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
-        weight = negative_token_weight(self.args.negative_objective_name, logps.detach(), advantages,
-                                       inputs.get("ceu_divergence_index"))
+        objective, divergence = self.args.negative_objective_name, inputs.get("ceu_divergence_index")
+        weight = negative_token_weight(objective, logps.detach(), advantages, divergence)
         surrogate = reweighted_logprobs(logps, weight)
+        if exact:  # CE-U's tokens get linear_ce_u_loss's exact gradient instead of w * TRL's grad log pi
+            ceu_tokens = ce_u_token_mask(objective, logps, advantages, divergence) & inputs["completion_mask"].bool()
+            head_weight, head_bias = head_weight_and_bias(model)
+            surrogate = exact_ce_u_logprobs(surrogate, ceu_tokens, scored_hidden_states(hidden, logps.size(1)),
+                                            head_weight, inputs["completion_ids"], head_bias, self.temperature)
         if inputs.get("ref_per_token_logps") is not None:
             # TRL's KL reads the log-probs too: ref + (surrogate - logps) has ref's value and makes
             # ref - surrogate = ref - logps for autograd, so the KL gradient is not reweighted
