@@ -59,11 +59,12 @@ def _naive_ce_u64(logits, targets):
     return -(torch.where(q > 0, q * logp, torch.zeros_like(logp))).sum(-1)
 
 
-def _grpo_trainer(path, tmp_path, exact):
+def _grpo_trainer(path, tmp_path, exact, objective="ceu_full", gradient_checkpointing=False):
     args = CEUGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=8,
                          num_generations=GROUP, max_completion_length=8, max_steps=1, report_to=[],
-                         save_strategy="no", gradient_checkpointing=False, seed=0, temperature=TEMPERATURE,
-                         loss_type="bnpo", beta=0.0, negative_objective="ceu_full", ceu_exact_gradient=exact)
+                         save_strategy="no", gradient_checkpointing=gradient_checkpointing, seed=0,
+                         temperature=TEMPERATURE, loss_type="bnpo", beta=0.0, negative_objective=objective,
+                         ceu_exact_gradient=exact)
     torch.manual_seed(0)
     return CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=length_reward, args=args,
                           train_dataset=Dataset.from_dict({"prompt": PROMPTS * GROUP}),
@@ -77,9 +78,10 @@ def _float64_copy(path, model):
     return model64
 
 
-def _grpo_reference_grads(path, model, inputs):
-    """bnpo, on-policy (ratio 1): loss = -sum_t mask A lam_t / sum mask, lam = log pi (A >= 0) or a tensor of value
-    log pi carrying grad CE-U (A < 0), from full float64 logits at the sampling temperature."""
+def _grpo_reference_grads(path, model, inputs, objective):
+    """bnpo, on-policy (ratio 1): loss = -sum_t mask A lam_t / sum mask, lam = a tensor of value log pi carrying
+    grad CE-U where the objective uses CE-U (A < 0; for ceu_min also p < 1/2), log pi elsewhere, from full float64
+    logits at the sampling temperature."""
     model64 = _float64_copy(path, model)
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     attn = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
@@ -89,29 +91,34 @@ def _grpo_reference_grads(path, model, inputs):
     ceu = _naive_ce_u64(logits, c_ids)
     a = inputs["advantages"].double().unsqueeze(1).expand_as(logp)
     mask = inputs["completion_mask"].double()
-    lam = torch.where(a < 0, logp.detach() + (ceu - ceu.detach()), logp)
+    use_ceu = (a < 0) & ((logp.detach() < -0.6931471805599453) if objective == "ceu_min" else True)
+    lam = torch.where(use_ceu, logp.detach() + (ceu - ceu.detach()), logp)
     (-(a * lam * mask).sum() / mask.sum()).backward()
     one_minus_p = -torch.expm1(logp.detach())[(a < 0) & (mask > 0)]
     return {n: p.grad for n, p in model64.named_parameters() if p.grad is not None}, one_minus_p
 
 
-def test_grpo_exact_gradient_matches_float64_where_default_is_off(very_sharp_model_path, tmp_path):
+@pytest.mark.parametrize("objective, gradient_checkpointing", [("ceu_full", False), ("ceu_min", True)])
+def test_grpo_exact_gradient_matches_float64_where_default_is_off(very_sharp_model_path, tmp_path, objective,
+                                                                  gradient_checkpointing):
     errors = {}
     for exact in (False, True):
-        trainer = _grpo_trainer(very_sharp_model_path, tmp_path, exact)
+        trainer = _grpo_trainer(very_sharp_model_path, tmp_path, exact, objective, gradient_checkpointing)
         trainer.model.train()
         trainer.current_gradient_accumulation_steps = 1
         inputs = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         loss = trainer.compute_loss(trainer.model, inputs)
         loss.backward()
-        reference, one_minus_p = _grpo_reference_grads(very_sharp_model_path, trainer.model, inputs)
+        reference, one_minus_p = _grpo_reference_grads(very_sharp_model_path, trainer.model, inputs, objective)
         assert one_minus_p.min() < 1e-5, "the batch must reach the log-prob form's float32 limit"
         errors[exact] = _relative_errors(_grads(trainer.model), reference)
     assert errors[True].keys() == errors[False].keys() and len(errors[True]) > 10
-    # relative error of each parameter's gradient (whole tensor) vs float64; measured here: default 0.008-0.017,
-    # exact 1.0e-6 - 1.8e-6
-    assert min(errors[False].values()) > 3e-3, errors[False]
+    # relative error of each parameter's gradient (whole tensor) vs float64; measured here, ceu_full: default
+    # 0.008-0.017, exact 1.0e-6 - 1.8e-6. ceu_min (with gradient checkpointing) uses CE-U only where p < 1/2, where
+    # 1 - p > 1/2 and the default is accurate too: default 1.7e-6 - 2.2e-6, exact 1.2e-6 - 2.3e-6
     assert max(errors[True].values()) < 2e-5, errors[True]
+    if objective == "ceu_full":
+        assert min(errors[False].values()) > 3e-3, errors[False]
 
 
 DPO_PROMPTS = ["What is the capital of France?", "Name a colour of the sky.", "What do bees make?"]
