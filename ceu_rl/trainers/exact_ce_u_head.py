@@ -11,6 +11,7 @@ import contextlib
 
 import torch
 from accelerate.utils import is_peft_model
+from torch.distributed.tensor import DTensor
 
 FIELD = "ceu_exact_gradient"
 # config fields by which TRL's fused head scales or soft-caps the logits (not applied by the exact path)
@@ -61,7 +62,11 @@ def recorded_last_hidden_states(model):
 
 def head_weight_and_bias(model):
     head = causal_lm(model).get_output_embeddings()
-    return head.weight, head.bias
+    weight, bias = head.weight, head.bias
+    if isinstance(weight, DTensor):  # FSDP2 shards the head: gather it, as TRL's fused head does (not tested here)
+        weight = weight.full_tensor()
+        bias = None if bias is None else bias.full_tensor()
+    return weight, bias
 
 
 def scored_hidden_states(recorded, length: int) -> torch.Tensor:

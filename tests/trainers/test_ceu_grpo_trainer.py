@@ -303,7 +303,7 @@ def test_lora(tiny_model_path, tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(negative_objective="ga"), r"negative_objective='ga' is not known; use one of \('pg', 'ceu_full'"),
-    (dict(beta=0.1), "use_bias_correction_kl=True with beta=0.1 is not supported"),
+    (dict(beta=0.1, negative_objective="ceu_min"), "use_bias_correction_kl=True with beta=0.1 is not supported"),
     (dict(loss_type="ppo_new", negative_objective="ceu_min"),
      r"loss_type='ppo_new' is not supported with negative_objective='ceu_min'; use one of \('grpo'"),
 ])
