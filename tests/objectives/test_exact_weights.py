@@ -133,6 +133,7 @@ def test_exact_ce_u_logprobs_gradient_vs_float64(scale):
     exact_w = torch.expm1(-log_one_minus_p(hidden, weight, labels, temperature=temperature))
     exact_w_only = row_errors(gradient(lambda logp, h: reweighted_logprobs(
         logp, torch.where(mask, scale * exact_w, torch.ones_like(logp)))))
+    # measured here (1 - p down to 2e-19): exact <= 9.2e-6 per row; default up to 1.0, exact w alone up to 1.1
     assert exact.max() < 1e-4, exact
     assert default.max() > 1e-1 and exact_w_only.max() > 1e-1, (default, exact_w_only)
     # where 1 - p is large the three agree: the difference is the float32 limit only
