@@ -11,6 +11,10 @@ exact when p_y rounds to 1 (|z| up to 1e4 in float32):
 
 Memory: the forward saves the logits (already alive) and three length-N vectors, never an N x V tensor, and works on
 row chunks so its temporaries stay small; the backward writes the gradient straight into its output buffer.
+
+With use_triton the per-row math of each chunk is the Triton kernel of `linear_ce_u_loss` (`_linear_ce_u_triton.py`,
+same formulas): the forward only reads the logits; the backward recomputes each chunk on a float32 copy, which the
+kernel overwrites with the gradient (the user's logits are never written).
 """
 
 from __future__ import annotations
@@ -43,7 +47,12 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, unlearn, valid):
+    def forward(ctx, logits, labels, unlearn, valid, use_triton=False):
+        ctx.use_triton = use_triton
+        if use_triton:
+            ctx.save_for_backward(logits, labels, unlearn, valid)
+            ctx.mark_non_differentiable(unlearn, valid)
+            return _triton_forward(logits, labels, unlearn, valid)
         n_rows, vocab = logits.shape
         cdtype = _compute_dtype(logits.dtype)
         lse_masked = torch.empty(n_rows, dtype=cdtype, device=logits.device)
@@ -86,6 +95,8 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
                 "penalties or Hessian-vector products): their backward is a hand-written first derivative. Compute "
                 "the loss with plain torch ops for that, e.g. CE(q, p) with q = softmax(logits.detach() with the "
                 "label set to -inf), which autograd can differentiate twice.")
+        if ctx.use_triton:
+            return _triton_backward(*ctx.saved_tensors, grad_value), None, None, None, None
         logits, labels, unlearn, valid, lse_masked, z_label = ctx.saved_tensors
         n_rows, vocab = logits.shape
         cdtype = _compute_dtype(logits.dtype)
@@ -115,11 +126,35 @@ class UnifiedCrossEntropyFunction(torch.autograd.Function):
             out.scatter_(1, labels[start:end].unsqueeze(1), label_entry[start:end].unsqueeze(1))
             if out.data_ptr() != grad[start:end].data_ptr():
                 grad[start:end].copy_(out)
-        return grad, None, None, None
+        return grad, None, None, None, None
+
+
+def _triton_forward(logits, labels, unlearn, valid):
+    from ._linear_ce_u_triton import chunk_value_and_logit_grad_triton
+
+    value = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+    unused_scale = torch.zeros_like(value)
+    for start, end in _row_chunks(*logits.shape):
+        chunk = logits[start:end].to(torch.float32).contiguous()  # read only (need_grad=False): no copy if float32
+        value[start:end] = chunk_value_and_logit_grad_triton(
+            chunk, labels[start:end], unlearn[start:end], unused_scale[start:end], need_grad=False)[0]
+    return torch.where(valid, value, torch.zeros_like(value))
+
+
+def _triton_backward(logits, labels, unlearn, valid, grad_value):
+    from ._linear_ce_u_triton import chunk_value_and_logit_grad_triton
+
+    row_scale = torch.where(valid, grad_value.to(torch.float32), torch.zeros((), device=logits.device))
+    grad = torch.empty_like(logits)
+    for start, end in _row_chunks(*logits.shape):
+        work = logits[start:end].to(torch.float32, copy=True).contiguous()  # the kernel overwrites it
+        grad[start:end] = chunk_value_and_logit_grad_triton(
+            work, labels[start:end], unlearn[start:end], row_scale[start:end], need_grad=True)[2]
+    return grad
 
 
 def per_token_unified_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, unlearn: torch.Tensor, ignore_index: int
+    logits: torch.Tensor, labels: torch.Tensor, unlearn: torch.Tensor, ignore_index: int, use_triton: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token values with labels' shape (0 where ignored) and the valid mask. Inputs already checked."""
     vocab = logits.shape[-1]
@@ -128,7 +163,7 @@ def per_token_unified_cross_entropy(
     valid = flat_labels != ignore_index
     safe_labels = torch.where(valid, flat_labels, torch.zeros_like(flat_labels))
     unlearn = unlearn.reshape(-1).to(torch.bool)
-    value = UnifiedCrossEntropyFunction.apply(flat_logits, safe_labels, unlearn, valid)
+    value = UnifiedCrossEntropyFunction.apply(flat_logits, safe_labels, unlearn, valid, use_triton)
     if torch.isnan(value).any():
         raise ValueError(
             "logits contain NaN or +inf (the loss came out NaN): check the model's forward pass, "

@@ -6,10 +6,13 @@ compute in float32 (float64 stays float64).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ._checks import check_logits_labels, check_reduction, check_same_shape, reduce
-from ._unified_function import per_token_unified_cross_entropy
+from ._unified_function import _compute_dtype, per_token_unified_cross_entropy
+from .linear_ce_u import IMPLEMENTATIONS, _triton_unavailable_reason
 
 
 def ce_u_loss(
@@ -18,6 +21,8 @@ def ce_u_loss(
     ignore_index: int = -100,
     reduction: str = "mean",
     num_items_in_batch: int | torch.Tensor | None = None,
+    *,
+    implementation: str = "torch",
 ) -> torch.Tensor:
     r"""Cross Entropy Unlearning (CE-U) from full logits.
 
@@ -39,6 +44,11 @@ def ce_u_loss(
             (labels' shape, 0 where ignored).
         num_items_in_batch: the number of valid tokens in the whole accumulated batch, as transformers passes to its
             loss functions, so that the token mean stays right under gradient accumulation.
+        implementation: "torch" (row-chunked eager ops, the default) or "triton" (the per-row Triton kernel of
+            `linear_ce_u_loss`: the forward reads the logits once per row, the backward recomputes each row chunk on
+            a float32 copy; float32 compute). "triton" is tested only under Triton's CPU interpreter
+            (TRITON_INTERPRET=1), not timed on a GPU. It falls back to "torch" with a warning where Triton cannot run
+            (no CUDA device unless TRITON_INTERPRET=1, triton not importable, float64 logits).
 
     Edge cases: finite for any finite logits, including p_y = 1 in float32 (|z| up to 1e4; computed from the
     log-sum-exp over the vocabulary without y, never from 1 - p_y) and -inf entries. If every entry but the label is
@@ -46,7 +56,8 @@ def ce_u_loss(
     returns 0 with zero gradient.
     """
     return unified_cross_entropy(
-        logits, labels, torch.ones_like(labels, dtype=torch.bool), ignore_index, reduction, num_items_in_batch
+        logits, labels, torch.ones_like(labels, dtype=torch.bool), ignore_index, reduction, num_items_in_batch,
+        implementation=implementation,
     )
 
 
@@ -57,6 +68,8 @@ def unified_cross_entropy(
     ignore_index: int = -100,
     reduction: str = "mean",
     num_items_in_batch: int | torch.Tensor | None = None,
+    *,
+    implementation: str = "torch",
 ) -> torch.Tensor:
     r"""One loss for learning and unlearning: standard CE where ``unlearn_mask`` is False, CE-U where True.
 
@@ -72,8 +85,21 @@ def unified_cross_entropy(
             f"unlearn_mask must be a bool tensor (True = unlearn with CE-U), got {getattr(unlearn_mask, 'dtype', type(unlearn_mask))}."
         )
     check_same_shape("unlearn_mask", unlearn_mask, "labels", labels)
-    per_token, valid = per_token_unified_cross_entropy(logits, labels, unlearn_mask, ignore_index)
+    use_triton = _use_triton(implementation, logits)
+    per_token, valid = per_token_unified_cross_entropy(logits, labels, unlearn_mask, ignore_index, use_triton)
     return reduce(per_token, valid, reduction, num_items_in_batch)
+
+
+def _use_triton(implementation: str, logits: torch.Tensor) -> bool:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation={implementation!r} is not supported: use one of {IMPLEMENTATIONS}.")
+    if implementation != "triton":
+        return False
+    reason = _triton_unavailable_reason(logits.device, _compute_dtype(logits.dtype))
+    if reason is not None:
+        warnings.warn(f"ce_u_loss / unified_cross_entropy: implementation='triton' unavailable ({reason}); using "
+                      "the torch path.", stacklevel=3)
+    return reason is None
 
 
 def gradient_ascent_loss(
