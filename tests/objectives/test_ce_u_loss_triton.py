@@ -104,6 +104,18 @@ def triton_interpreter_check():
     assert_matches(got, reference(wide, labels_w, unlearn_w), rtol=1e-5, atol=1e-6)
     assert calls.count(False) >= 3 + 3 + 1 + 1 + 3 and calls.count(True) == calls.count(False), calls
 
+    # a strided view (vocabulary padded to 48, the first 40 columns used): same result as on a contiguous copy
+    padded = torch.randn(11, 48, generator=torch.Generator().manual_seed(4))
+    got = ours(unified_cross_entropy, padded[:, :40], labels, unlearn, reduction="sum", implementation="triton")
+    assert_matches(got, reference(padded[:, :40].contiguous(), labels, unlearn, "sum"), rtol=1e-5, atol=1e-6)
+
+    # every entry but the label -inf: value 0 and gradient 0 for CE-U (q undefined, the documented convention) and CE
+    lone = torch.full((2, 40), float("-inf"))
+    lone[:, 3] = 1.5
+    value, grad = ours(unified_cross_entropy, lone, torch.tensor([3, 3]), torch.tensor([True, False]),
+                       reduction="none", implementation="triton")
+    assert torch.equal(value, torch.zeros(2)) and torch.equal(grad, torch.zeros(2, 40)), (value, grad)
+
     # the Function saves the logits (which autograd holds anyway) and length-N vectors, no other N x V tensor
     z = logits.clone().requires_grad_()
     saved = []
@@ -117,7 +129,8 @@ def triton_interpreter_check():
 
 def test_triton_matches_float64_reference_under_the_interpreter():
     """The Triton path (the GPU path) run by Triton's CPU interpreter: reductions mean/sum/none, num_items_in_batch,
-    p_y = 1 rows (CE and CE-U), ignored rows, -inf entries, bf16 logits, several vocabulary blocks and row chunks;
+    p_y = 1 rows (CE and CE-U), ignored rows, -inf entries, rows with only the label finite, bf16 logits, a strided
+    logits view, several vocabulary blocks and row chunks;
     the kernel is checked to have run (no fallback) and the input logits to be left unchanged."""
     pytest.importorskip("triton")
     code = "from tests.objectives.test_ce_u_loss_triton import triton_interpreter_check; triton_interpreter_check()"
