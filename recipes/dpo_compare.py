@@ -74,7 +74,7 @@ def run_seed(out: Path, seed: int, epochs: str, num_pairs: int, beta: float):
         run_dir.mkdir(parents=True, exist_ok=True)
         argv = ["--config", str(ROOT / "recipes/configs/dpo" / f"{loss_type}_tiny.yaml"), "--output_dir", str(run_dir),
                 "--num_train_epochs", epochs, "--num_pairs", str(num_pairs), "--seed", str(seed), "--beta", str(beta),
-                "--model_name_or_path", model_path, "--disable_tqdm", "true"]
+                "--model_name_or_path", model_path, "--disable_tqdm", "true", "--overwrite_output_dir"]
         with open(run_dir / "train_log.txt", "w") as log, contextlib.redirect_stdout(log):
             traces[name] = dpo.main(argv)  # TRL prints every step's log dict: into the file
         results[name] = pair_metrics(before, completion_logps(str(run_dir), dataset), beta)
@@ -88,8 +88,8 @@ def markdown(summary: dict, seeds: list[int], result: dict | None = None) -> str
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(f"\nmean ± sd over seeds {seeds} (sd with n - 1); per-seed values in results.json")
     if result:
-        lines.append(f"Command: `{result['command']}`; {result['runtime_s']:.0f} s wall (other jobs may have shared the "
-                     f"cores); machine: {result['machine']}")
+        lines.append(f"Command: `{result['command']}`; {result['runtime_s']:.0f} s wall (other jobs may have shared "
+                     f"the cores); machine: {result['machine']}")
     return "\n".join(lines)
 
 

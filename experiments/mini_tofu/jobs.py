@@ -105,8 +105,9 @@ def finetune_job(cfg: MiniTofuConfig, seed: int, name: str, out: Path) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     args = TrainingArguments(**training_args(cfg, out / "runs" / f"seed{seed}" / name, cfg.finetune_epochs,
                                              cfg.finetune_lr, seed))
+    # the Trainer prints every step's log dict: into the log file
     with open(logs / f"finetune_{name}.log", "w") as log, contextlib.redirect_stdout(log):
-        finetune(model, tokenizer, data, args, prompt_format="plain")  # the Trainer prints each step's dict: to the file
+        finetune(model, tokenizer, data, args, prompt_format="plain")
     path = out / "models" / f"seed{seed}" / name
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

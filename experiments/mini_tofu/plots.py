@@ -31,7 +31,8 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
             lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in t["points"]]
             lg_sd = [p["log10_forget_quality"]["sd"] for p in t["points"]]
             fq = [10 ** v for v in lg]
-            yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)], [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
+            yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)],
+                    [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
             ax.errorbar(mu, fq, xerr=mu_sd, yerr=yerr, color=colors(i), marker="o", ms=3, lw=1.2, elinewidth=0.6,
                         capsize=1.5, alpha=0.9, label=objective)
             ax.plot(mu[-1], fq[-1], "o", color=colors(i), ms=7)
@@ -68,7 +69,8 @@ def _log_mean(values):
 
 def plot_traces(traces: dict, path: Path) -> None:
     """`traces`: name -> per-step dicts (mean over seeds). Loss, gradient norm (log) and mean p_y on forget tokens."""
-    keys = (("loss", "loss"), ("grad_norm", "gradient norm (pre-clipping)"), ("forget/p_y_mean", "mean p_y on forget tokens"))
+    keys = (("loss", "loss"), ("grad_norm", "gradient norm (pre-clipping)"),
+            ("forget/p_y_mean", "mean p_y on forget tokens"))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, (key, title) in zip(axes, keys):
         for name, steps in traces.items():

@@ -114,11 +114,12 @@ def markdown(cfg, rows: dict, best: dict) -> str:
         lines.append(f"| {model} | {lr} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     lines += ["", f"### Best forget quality with model utility >= {UTILITY_FRACTION} x the full model's "
               "(over the evaluated steps; per objective: over every learning rate too)", "",
-              "| objective | lr | forget quality | model utility | picked (lr, step) per seed |", "|---|---|---|---|---|"]
+              "| objective | lr | forget quality | model utility | picked (lr, step) per seed |",
+              "|---|---|---|---|---|"]
     for key, b in best.items():
-        lr = key.rsplit("_lr", 1)[1] if "_lr" in key else "grid" if len(cfg.learning_rates) > 1 else f"{cfg.learning_rates[0]:g}"
         if "_lr" not in key and len(cfg.learning_rates) == 1:
             continue  # identical to its one learning rate's row
+        lr = key.rsplit("_lr", 1)[1] if "_lr" in key else "grid"
         picked = ", ".join("full" if p["lr"] is None else f"({p['lr']:g}, {p['step']})" for p in b["per_seed"])
         lines.append(f"| {key.rsplit('_lr', 1)[0]} | {lr} | {_fq(b['forget_quality'])} | {fmt(b['model_utility'])} "
                      f"| {picked} |")

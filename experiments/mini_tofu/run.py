@@ -179,8 +179,8 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
         meta["runtime_s"] = time.time() - start
     result = write_results(cfg, records, out, meta, complete=complete, final=True)
     print("\n" + (out / "results.md").read_text(), flush=True)
-    print(f"[mini-tofu] {meta.get('runtime_s', 0):.0f} s; results in {out}/results.{{json,md}}, plots {out}/trajectories.png "
-          f"and {out}/unlearning_traces.png, per-step logs in {out}/logs/", flush=True)
+    print(f"[mini-tofu] {meta.get('runtime_s', 0):.0f} s; results in {out}/results.{{json,md}}, plots "
+          f"{out}/trajectories.png and {out}/unlearning_traces.png, per-step logs in {out}/logs/", flush=True)
     return result
 
 
