@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ from tofu_common import ModelArguments  # noqa: E402
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
 from ceu_rl.console import JobLines  # noqa: E402
 from ceu_rl.trainers import ceu_grpo_config  # noqa: E402
+from experiments.machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes/configs/grpo/reverse_tiny.yaml"
@@ -141,14 +140,6 @@ def run_one(out: Path, task: str, lr: str, objective: str, seed: int, args) -> d
     }
 
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "ceu_rl": str(Path(ceu_grpo_config.__file__).parents[1])}
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/grpo_compare")
@@ -177,7 +168,7 @@ def main(argv=None):
                    reward_final=row["reward_final"], entropy_last=derived(row)["entropy_last"])
     command = "python recipes/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
     return write_report(out, [_run_path(out, *g) for g in grid], objectives,
-                        {"command": command, "machine": machine(),
+                        {"command": command, "machine": machine_info(),
                          "sweep_seconds_this_call": round(time.time() - start),
                          "machine_note": "shared machine (other jobs running): timings are indicative only"})
 
