@@ -46,3 +46,26 @@ def logits_with_label_prob(p_label: torch.Tensor, vocab: int, generator: torch.G
     rest = rest - torch.logsumexp(rest, dim=1, keepdim=True) + torch.log1p(-p_label).unsqueeze(1)
     z = torch.cat([torch.log(p_label).unsqueeze(1), rest], dim=1)
     return z, torch.zeros(n, dtype=torch.long)
+
+
+def naive_unified(z: torch.Tensor, labels: torch.Tensor, unlearn: torch.Tensor | None = None, reduction: str = "mean",
+                  num_items=None, ignore_index: int = -100) -> torch.Tensor:
+    """float64 CE where `unlearn` is False, CE(q, p) where True (None: CE-U everywhere), on logits z (N, V) that may
+    be the output of a graph (z = h W^T + b), reduced as the objectives reduce: the value, still differentiable."""
+    y = labels.reshape(-1)
+    valid = y != ignore_index
+    y = torch.where(valid, y, torch.zeros_like(y))
+    rows = torch.arange(len(y))
+    logp = torch.log_softmax(z, dim=-1)
+    masked = z.detach().clone()
+    masked[rows, y] = float("-inf")
+    q = torch.softmax(masked, dim=-1)
+    ceu = -torch.where(q > 0, q * logp, torch.zeros_like(logp)).sum(-1)
+    ce = -logp[rows, y]
+    unlearn = torch.ones_like(valid) if unlearn is None else unlearn.reshape(-1)
+    per = torch.where(valid, torch.where(unlearn, ceu, ce), torch.zeros_like(ce))
+    if reduction == "none":
+        return per.view(labels.shape)
+    if reduction == "sum":
+        return per.sum()
+    return per.sum() / (num_items if num_items is not None else valid.sum().clamp(min=1))

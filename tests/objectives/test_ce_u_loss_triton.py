@@ -2,38 +2,21 @@
 formulas differentiated by autograd). The kernel runs under Triton's CPU interpreter in one child process (triton.jit
 reads TRITON_INTERPRET when triton is first imported); shapes are tiny because the interpreter is slow."""
 
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
 from ceu_rl.objectives import ce_u_loss, unified_cross_entropy
 
+from .reference import naive_unified
+from .triton_child import run_under_triton_interpreter
+
 
 def reference(logits, labels, unlearn, reduction="mean", num_items=None, ignore_index=-100):
     """float64 value and logit gradient (of value.sum()) of CE where unlearn is False, CE(q, p) where True."""
     z = logits.detach().double().reshape(-1, logits.shape[-1]).requires_grad_()
-    y = labels.reshape(-1)
-    valid = y != ignore_index
-    y = torch.where(valid, y, torch.zeros_like(y))
-    rows = torch.arange(len(y))
-    logp = torch.log_softmax(z, dim=-1)
-    masked = z.detach().clone()
-    masked[rows, y] = float("-inf")
-    q = torch.softmax(masked, dim=-1)
-    ceu = -torch.where(q > 0, q * logp, torch.zeros_like(logp)).sum(-1)
-    ce = -logp[rows, y]
-    per = torch.where(valid, torch.where(unlearn.reshape(-1), ceu, ce), torch.zeros_like(ce))
-    if reduction == "none":
-        value = per.view(labels.shape)
-    elif reduction == "sum":
-        value = per.sum()
-    else:
-        value = per.sum() / (num_items if num_items is not None else valid.sum().clamp(min=1))
+    value = naive_unified(z, labels, unlearn, reduction, num_items, ignore_index)
     value.sum().backward()
     return value.detach(), z.grad.view(logits.shape)
 
@@ -133,11 +116,7 @@ def test_triton_matches_float64_reference_under_the_interpreter():
     logits view, several vocabulary blocks and row chunks;
     the kernel is checked to have run (no fallback) and the input logits to be left unchanged."""
     pytest.importorskip("triton")
-    code = "from tests.objectives.test_ce_u_loss_triton import triton_interpreter_check; triton_interpreter_check()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[2])
-    assert out.returncode == 0 and "check passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    run_under_triton_interpreter("tests.objectives.test_ce_u_loss_triton", "triton_interpreter_check")
 
 
 def test_triton_falls_back_to_torch_without_cuda_or_interpreter(monkeypatch):

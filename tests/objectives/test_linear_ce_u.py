@@ -11,6 +11,9 @@ from torch.utils._pytree import tree_flatten
 
 from ceu_rl.objectives import ce_u_loss, ce_u_loss_from_logprobs, linear_ce_u_loss
 
+from .reference import naive_unified
+from .triton_child import run_under_triton_interpreter
+
 
 def reference(hidden, weight, labels, unlearn=None, bias=None, reduction="mean", num_items=None, ignore_index=-100):
     """float64 value and gradients (hidden, weight, bias) of the per-token CE-U / CE on materialised logits."""
@@ -18,25 +21,7 @@ def reference(hidden, weight, labels, unlearn=None, bias=None, reduction="mean",
     w = weight.detach().double().requires_grad_()
     b = None if bias is None else bias.detach().double().requires_grad_()
     z = h @ w.T if b is None else h @ w.T + b
-    z = z.reshape(-1, w.shape[0])
-    y = labels.reshape(-1)
-    valid = y != ignore_index
-    y = torch.where(valid, y, torch.zeros_like(y))
-    rows = torch.arange(len(y))
-    logp = torch.log_softmax(z, dim=-1)
-    masked = z.detach().clone()
-    masked[rows, y] = float("-inf")
-    q = torch.softmax(masked, dim=-1)
-    ceu = -torch.where(q > 0, q * logp, torch.zeros_like(logp)).sum(-1)
-    ce = -logp[rows, y]
-    unlearn = torch.ones_like(valid) if unlearn is None else unlearn.reshape(-1)
-    per = torch.where(valid, torch.where(unlearn, ceu, ce), torch.zeros_like(ce))
-    if reduction == "none":
-        value = per.view(labels.shape)
-    elif reduction == "sum":
-        value = per.sum()
-    else:
-        value = per.sum() / (num_items if num_items is not None else valid.sum().clamp(min=1))
+    value = naive_unified(z.reshape(-1, w.shape[0]), labels, unlearn, reduction, num_items, ignore_index)
     value.sum().backward()
     return value.detach(), h.grad, w.grad, None if b is None else b.grad
 
@@ -293,16 +278,7 @@ def test_triton_kernel_matches_reference_under_the_interpreter():
     BLOCK = 1024), -inf bias entries, mixed CE / CE-U rows, a p_y = 1 row, both reduction modes. A child process:
     triton.jit reads TRITON_INTERPRET when triton and the kernel are first imported."""
     pytest.importorskip("triton")
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = "from tests.objectives.test_linear_ce_u import triton_interpreter_check; triton_interpreter_check()"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=Path(__file__).resolve().parents[2])
-    assert out.returncode == 0 and "check passed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    run_under_triton_interpreter("tests.objectives.test_linear_ce_u", "triton_interpreter_check")
 
 
 def test_triton_falls_back_to_torch_where_it_cannot_run(monkeypatch):

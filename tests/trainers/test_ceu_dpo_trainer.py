@@ -38,6 +38,18 @@ def _grads(model):
     return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def _trainer_gradients(trainer):
+    """One batch through the trainer's own compute_loss on a perturbed policy: (batch, loss, parameter gradients)."""
+    _perturb(trainer.model)
+    trainer.model.train()
+    batch = _batch(trainer)
+    loss = trainer.compute_loss(trainer.model, batch)
+    loss.backward()
+    ours = _grads(trainer.model)
+    trainer.model.zero_grad()
+    return batch, loss, ours
+
+
 def _perturb(model, seed=1):
     """Move the policy away from the reference so that sigma(-u) != 1/2 and every term is exercised."""
     gen = torch.Generator().manual_seed(seed)
@@ -110,13 +122,7 @@ def _reference_ceu_dpo_loss(model, ref_model, batch, beta, gamma, f_divergence="
 @pytest.mark.parametrize("gamma", [1.0, 0.3])
 def test_gradient_equals_full_logits_formula(tiny_model_path, preference_dataset, tmp_path, gamma):
     trainer = _trainer(tiny_model_path, preference_dataset, _config(tmp_path, loss_type="ceu", ceu_weight=gamma))
-    _perturb(trainer.model)
-    trainer.model.train()
-    batch = _batch(trainer)
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    ours = _grads(trainer.model)
-    trainer.model.zero_grad()
+    batch, loss, ours = _trainer_gradients(trainer)
     ref_loss, u, ceu_term = _reference_ceu_dpo_loss(trainer.model, trainer.ref_model, batch, 0.5, gamma)
     ref_loss.backward()
     expected = _grads(trainer.model)
@@ -157,13 +163,7 @@ def test_gradient_equals_full_logits_formula(tiny_model_path, preference_dataset
 ])
 def test_trl_options_gradient_equals_full_logits_formula(tiny_model_path, preference_dataset, tmp_path, options):
     trainer = _trainer(tiny_model_path, preference_dataset, _config(tmp_path, loss_type="ceu", **options))
-    _perturb(trainer.model)
-    trainer.model.train()
-    batch = _batch(trainer)
-    loss = trainer.compute_loss(trainer.model, batch)
-    loss.backward()
-    ours = _grads(trainer.model)
-    trainer.model.zero_grad()
+    batch, loss, ours = _trainer_gradients(trainer)
     ref_loss, _, ceu_term = _reference_ceu_dpo_loss(
         trainer.model, trainer.ref_model, batch, 0.5, 1.0, options.get("f_divergence_type", "reverse_kl"),
         options.get("f_alpha_divergence_coef", 0.5), options.get("ld_alpha"), options.get("use_weighting", False))
