@@ -30,7 +30,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from trl import TrlParser
 
-sys.path.insert(0, str(Path(__file__).parent))
+# the recipes, and the repo root for the experiments package when it is not installed
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
 import grpo  # noqa: E402
 from grpo_compare_report import STEP_KEYS, derived, write_report  # noqa: E402
 from grpo_tasks import TASKS, make_dataset  # noqa: E402

@@ -15,6 +15,8 @@ import json
 import statistics
 from pathlib import Path
 
+from experiments.stats import mean_sd
+
 PER_SEED = ("reward_warm", "reward_final", "reward_gain", "reward_greedy_final", "reward_last", "entropy_first",
             "entropy_last", "entropy_ratio", "grad_norm_mean", "grad_norm_var", "shared/p_mean_first",
             "shared/p_mean_last", "shared/fraction_first", "shared/p_divergent_first", "shared/p_divergent_last",
@@ -47,9 +49,7 @@ def derived(row: dict) -> dict:
 
 def _stats(values):
     values = [v for v in values if v is not None]
-    if not values:
-        return {"mean": None, "sd": None}
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+    return mean_sd(values) if values else {"mean": None, "sd": None}
 
 
 def _cells(rows):

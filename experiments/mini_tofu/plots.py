@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..stats import log10_mean_sd  # noqa: E402
 from .report import UTILITY_FRACTION  # noqa: E402
 
 FLOOR = -10  # log10 forget quality drawn no lower than this (over-unlearning reaches 1e-20 and below)
@@ -39,7 +40,7 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
         for name, marker in (("full", "*"), ("retain", "P")):
             if name in rows:
                 r = rows[name]
-                ax.plot(r["model_utility"]["mean"], 10 ** _log_mean(r["forget_quality"]["per_seed"]), marker, ms=13,
+                ax.plot(r["model_utility"]["mean"], 10 ** log10_mean_sd(r["forget_quality"]["per_seed"])["mean"], marker, ms=13,
                         color="black", label=f"{name} model")
         if "full" in rows:
             ax.axvline(UTILITY_FRACTION * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1,
@@ -59,12 +60,6 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _log_mean(values):
-    import math
-
-    return sum(math.log10(max(v, 1e-300)) for v in values) / len(values)
 
 
 def plot_traces(traces: dict, path: Path) -> None:
