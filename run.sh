@@ -37,7 +37,7 @@ if [ "$cmd" = test ] && [ "$(uname -sm)" = "Linux x86_64" ] && [ "${CEU_SKIP_VLL
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 case "$cmd" in
-  main) exec "$PY" -m ceu_rl.main "$@" ;;
+  main) exec "$PY" -m experiments.main "$@" ;;
   test) exec "$PY" -m pytest -q "$@" ;;
   *) echo "usage: bash run.sh [main|test] [args...]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@ negative_objective).
 
     python recipes/grpo.py --config recipes/configs/grpo/reverse_tiny.yaml [--negative_objective ceu_min] [--task sort]
 
-Offline default (`model_name_or_path: tiny`): a task from `grpo_tasks.py` ("reverse": "Reverse: a b c d =" ->
+Offline default (`model_name_or_path: tiny`): a task from `experiments/grpo_compare/tasks.py` ("reverse": "Reverse: a b c d =" ->
 " d c b a"; "sort": "Sort: d a c b =" -> " ( a b c d )"), data generated locally, reward = fraction of positions
 right (partial credit). A random tiny model earns nothing, so it is first supervised on a few examples. With a hub
 model: `--model_name_or_path Qwen/Qwen2.5-0.5B-Instruct`. Per-step logs go to `<output_dir>/log.jsonl`.
@@ -21,8 +21,8 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from trl import TrlParser
 
-sys.path.insert(0, str(Path(__file__).parent))
-from grpo_tasks import TASKS, make_dataset, positional_reward  # noqa: E402
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]  # recipes; repo root
+from experiments.grpo_compare.tasks import TASKS, make_dataset, positional_reward  # noqa: E402
 from tofu_common import ModelArguments, peft_config  # noqa: E402
 
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
@@ -32,7 +32,7 @@ from ceu_rl.tofu.finetune import warm_started_tiny_model  # noqa: E402
 
 @dataclass
 class TaskArguments:
-    task: str = field(default="reverse", metadata={"help": f"one of {sorted(TASKS)} (grpo_tasks.py)"})
+    task: str = field(default="reverse", metadata={"help": f"one of {sorted(TASKS)} (experiments/grpo_compare/tasks.py)"})
     word_length: int = field(default=4, metadata={"help": "letters per prompt"})
     num_prompts: int = field(default=256, metadata={"help": "RL prompts"})
     sft_examples: int = field(default=128, metadata={"help": "tiny model: supervised examples before RL"})

@@ -1,4 +1,4 @@
-"""recipes/dpo_compare.py over seeds: its pair scoring agrees with TRL's own first-step log-probs, its pair metrics
+"""experiments/dpo_compare over seeds: its pair scoring agrees with TRL's own first-step log-probs, its pair metrics
 with a hand computation, and its aggregates with numpy over the per-seed values."""
 
 import json
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
-import dpo_compare  # noqa: E402
+from experiments.dpo_compare import run as dpo_compare
 
 
 def test_pair_metrics_by_hand():

@@ -1,6 +1,6 @@
 """DPO vs CE-U-DPO side by side over seeds: per seed the same tiny model, data and seed for both losses.
 
-    python recipes/dpo_compare.py [--out outputs/dpo_compare] [--seeds 0 1 2] [--epochs 4]
+    python -m experiments.dpo_compare [--out outputs/dpo_compare] [--seeds 0 1 2] [--epochs 4]
 
 Per seed and loss, every pair of the training set is scored before and after training (summed completion
 log-probs, reference = the model before training): the change in chosen and rejected log-prob, the reward margin
@@ -22,8 +22,8 @@ import datasets
 import torch
 import transformers
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(Path(__file__).parent), str(ROOT)]  # the recipes and, uninstalled, the experiments package
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "recipes"), str(ROOT)]  # the recipes (dpo.py) and, uninstalled, the repo root
 import dpo  # noqa: E402
 
 from experiments.machine import machine_info  # noqa: E402
@@ -137,7 +137,7 @@ def main(argv=None):
         print(f"[dpo_compare {i + 1}/{len(args.seeds)}] seed {seed} done, elapsed {time.time() - start:.0f}s | {line}",
               flush=True)
     summary = {name: {m: mean_sd([per_seed[s][name][m] for s in args.seeds]) for m in METRICS} for name in LOSSES}
-    result = {"command": "python recipes/dpo_compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {"command": "python -m experiments.dpo_compare " + " ".join(sys.argv[1:] if argv is None else argv),
               "seeds": args.seeds, "summary": summary, "per_seed": per_seed, "traces": traces,
               "runtime_s": time.time() - start,
               "machine": machine_info()}

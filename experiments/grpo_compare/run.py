@@ -1,6 +1,6 @@
 """GRPO (negative_objective="pg") vs every CE-U-GRPO variant, over tasks x learning rates x seeds, one run at a time.
 
-    python recipes/grpo_compare.py [--out outputs/grpo_compare] [--tasks reverse sort]
+    python -m experiments.grpo_compare [--out outputs/grpo_compare] [--tasks reverse sort]
         [--learning_rates 5e-4 2.5e-4 1e-4] [--seeds 0 1 2 3 4] [--objectives pg ceu_min ...]
         (default objectives: every negative_objective CEUGRPOConfig accepts)
 
@@ -30,11 +30,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from trl import TrlParser
 
-# the recipes, and the repo root for the experiments package when it is not installed
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]
+# the recipes (grpo.py builds the tiny model and the trainer) and the repo root
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "recipes"), str(ROOT)]
 import grpo  # noqa: E402
-from grpo_compare_report import STEP_KEYS, derived, write_report  # noqa: E402
-from grpo_tasks import TASKS, make_dataset  # noqa: E402
+from experiments.grpo_compare.report import STEP_KEYS, derived, write_report  # noqa: E402
+from experiments.grpo_compare.tasks import TASKS, make_dataset  # noqa: E402
 from tofu_common import ModelArguments  # noqa: E402
 
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
@@ -42,7 +43,6 @@ from ceu_rl.console import JobLines  # noqa: E402
 from ceu_rl.trainers import ceu_grpo_config  # noqa: E402
 from experiments.machine import machine_info  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "recipes/configs/grpo/reverse_tiny.yaml"
 EVAL_PROMPTS, EVAL_SAMPLES, EVAL_SEED = 64, 8, 10_000
 
@@ -167,7 +167,7 @@ def main(argv=None):
         _run_path(out, seed, task, lr, objective).write_text(json.dumps(row, indent=1))
         lines.done(f"{task} lr={lr} {objective} seed={seed}", row["train_seconds"], reward_warm=row["reward_warm"],
                    reward_final=row["reward_final"], entropy_last=derived(row)["entropy_last"])
-    command = "python recipes/grpo_compare.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m experiments.grpo_compare " + " ".join(argv if argv is not None else sys.argv[1:])
     return write_report(out, [_run_path(out, *g) for g in grid], objectives,
                         {"command": command, "machine": machine_info(),
                          "sweep_seconds_this_call": round(time.time() - start),

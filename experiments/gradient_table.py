@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .objectives import ce_u_loss, gradient_ascent_loss
+from ceu_rl.objectives import ce_u_loss, gradient_ascent_loss
 
 CONFIDENCES = (0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.999999)
 

@@ -1,4 +1,4 @@
-"""The README's main command: `bash run.sh main` (python -m ceu_rl.main).
+"""The README's main command: `bash run.sh main` (python -m experiments.main).
 
 Runs the embedded default offline: the CE-U vs gradient-ascent gradient table, then mini-TOFU over 3 seeds
 (`experiments.mini_tofu`: finetune a tiny Llama on TOFU per seed, unlearn it with every objective at matched settings,
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import demo
+from experiments import gradient_table
 
 
 def main(argv=None) -> None:
@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")
     start = time.time()
-    demo.run(f"{args.out}/demo")
+    gradient_table.run(f"{args.out}/demo")
 
     from experiments.mini_tofu import main_preset, run
 

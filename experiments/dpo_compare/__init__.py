@@ -1,0 +1,1 @@
+"""DPO vs CE-U-DPO side by side over seeds (`python -m experiments.dpo_compare`)."""
