@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -23,11 +22,21 @@ from trl import DPOConfig, DPOTrainer
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
+from experiments.machine import machine_info
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import interleaved_times, peak_in_children, report_peak  # noqa: E402
 
 VARIANTS = ("trl_sigmoid", "ceu")
+# Every setting named (none from a default that can change), recorded in the JSON.
+SETTINGS = dict(beta=0.1, max_length=256, per_device_train_batch_size=8)
+LOSS = {"trl_sigmoid": dict(loss_type="sigmoid"),
+        "ceu": dict(loss_type="ceu", ceu_weight=1.0, ceu_exact_gradient=False)}
+if "rejected_objective" in CEUDPOConfig.__dataclass_fields__:  # named where this version of the config has it
+    LOSS["ceu"]["rejected_objective"] = "ceu_full"
+# What the JSON records, read back from each trainer's config.
+RECORDED = ("loss_type", "beta", "max_length", "per_device_train_batch_size", "ceu_weight", "rejected_objective",
+            "ceu_exact_gradient")
 
 
 def _data():
@@ -47,16 +56,16 @@ def _model_dir(root: Path) -> Path:
 
 
 def _trainer(variant: str, model_dir: Path, out: Path):
-    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, per_device_train_batch_size=8,
-                  gradient_checkpointing=False, report_to=[], save_strategy="no", max_length=256, beta=0.1)
+    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, gradient_checkpointing=False, report_to=[],
+                  save_strategy="no", **SETTINGS, **LOSS[variant])
     tok = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     ref = AutoModelForCausalLM.from_pretrained(model_dir)
     if variant == "ceu":
-        return CEUDPOTrainer(model=model, ref_model=ref, args=CEUDPOConfig(loss_type="ceu", **common),
+        return CEUDPOTrainer(model=model, ref_model=ref, args=CEUDPOConfig(**common),
                              train_dataset=_data(), processing_class=tok)
-    return DPOTrainer(model=model, ref_model=ref, args=DPOConfig(loss_type="sigmoid", **common),
+    return DPOTrainer(model=model, ref_model=ref, args=DPOConfig(**common),
                       train_dataset=_data(), processing_class=tok)
 
 
@@ -97,7 +106,10 @@ def main() -> None:
     report = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_dpo_trainer.py " + " ".join(sys.argv[1:]),
         "model": "Llama hidden 256, 4 layers, vocab 8000; batch 8 pairs; max_length 256",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "settings": {v: {"trainer": type(t).__name__, **{k: getattr(t.args, k) for k in RECORDED if hasattr(t.args, k)}}
+                     for v, t in trainers.items()},
+        "note": "2-core machine shared with other jobs: absolute times disturbed; ratios from interleaved rounds",
+        "machine": machine_info(),
         "step_time_s": times,
         "peak_extra_mib": mem,
         "time_ratio_ceu_over_trl": med["ceu"] / med["trl_sigmoid"],

@@ -1,4 +1,8 @@
-"""CEUGRPOTrainer (negative_objective="ceu") vs TRL's GRPOTrainer: loss + backward time and peak memory.
+"""CEUGRPOTrainer vs TRL's GRPOTrainer: loss + backward time and peak memory, each CE-U-GRPO variant named.
+
+Variants (every setting spelled out below, none taken from a default that can change): "trl" = GRPOTrainer;
+"pg" = CEUGRPOTrainer(negative_objective="pg"), TRL's GRPO through this package's seam; "ceu_min" =
+CEUGRPOTrainer(negative_objective="ceu_min"). All with loss_type="dapo", beta=0.0, ceu_exact_gradient=False.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo_trainer.py [--rounds 9]
 Writes benchmarks/results/grpo_trainer.json. Both trainers get the same generated batch (rollouts are TRL's code in
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -24,11 +27,16 @@ from trl import GRPOConfig, GRPOTrainer
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
+from experiments.machine import machine_info
 
 sys.path.insert(0, str(Path(__file__).parent))
 from harness import interleaved_times, peak_in_children, report_peak  # noqa: E402
 
-VARIANTS = ("trl", "ceu")
+VARIANTS = ("trl", "pg", "ceu_min")
+# The settings every variant shares, recorded in the JSON.
+SETTINGS = dict(loss_type="dapo", beta=0.0, per_device_train_batch_size=16, num_generations=8, max_completion_length=64)
+# What the JSON records, read back from each trainer's config.
+RECORDED = (*SETTINGS, "negative_objective", "ceu_exact_gradient")
 
 
 def reward(completions, **kwargs):
@@ -48,16 +56,15 @@ def _model_dir(root: Path) -> Path:
 
 
 def _trainer(variant: str, model_dir: Path, out: Path):
-    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, per_device_train_batch_size=16,
-                  num_generations=8, max_completion_length=64, report_to=[], save_strategy="no",
-                  gradient_checkpointing=False, seed=0)
+    common = dict(output_dir=str(out / variant), use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                  gradient_checkpointing=False, seed=0, **SETTINGS)
     tok = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     data = Dataset.from_dict({"prompt": _prompts()})
-    if variant == "ceu":
-        return CEUGRPOTrainer(model=model, reward_funcs=reward, args=CEUGRPOConfig(**common), train_dataset=data,
-                              processing_class=tok)
+    if variant != "trl":
+        args = CEUGRPOConfig(negative_objective=variant, ceu_exact_gradient=False, **common)
+        return CEUGRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tok)
     return GRPOTrainer(model=model, reward_funcs=reward, args=GRPOConfig(**common), train_dataset=data,
                        processing_class=tok)
 
@@ -94,7 +101,7 @@ def main() -> None:
     _model_dir(root)
     mem = peak_in_children(__file__, VARIANTS, ["--root", str(root)])  # first, while this process is small
     trainers = {v: _trainer(v, _model_dir(root), root) for v in VARIANTS}
-    inputs = _inputs(trainers["ceu"])  # one generated batch, used by both
+    inputs = _inputs(trainers["pg"])  # one generated batch, used by both
     for t in trainers.values():
         t.model.train()
         t.current_gradient_accumulation_steps = 1
@@ -102,14 +109,17 @@ def main() -> None:
     med = {v: x["median"] for v, x in times.items()}
     report = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo_trainer.py " + " ".join(sys.argv[1:]),
-        "model": "Llama hidden 256, 4 layers, vocab 8000; 16 completions x 64 tokens; loss_type dapo",
+        "model": "Llama hidden 256, 4 layers, vocab 8000; 16 completions x 64 tokens",
+        "settings": {v: {"trainer": type(t).__name__, **{k: getattr(t.args, k) for k in RECORDED if hasattr(t.args, k)}}
+                     for v, t in trainers.items()},
+        "note": "2-core machine shared with other jobs: absolute times disturbed; ratios from interleaved rounds",
         "negative_token_fraction": float(((inputs["advantages"] < 0).float().unsqueeze(1) * inputs["completion_mask"]).sum()
                                          / inputs["completion_mask"].sum()),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+        "machine": machine_info(),
         "loss_backward_time_s": times,
         "peak_extra_mib": mem,
-        "time_ratio_ceu_over_trl": med["ceu"] / med["trl"],
-        "memory_ratio_ceu_over_trl": mem["ceu"] / mem["trl"] if mem["trl"] else None,
+        "time_ratio_over_trl": {v: med[v] / med["trl"] for v in VARIANTS},
+        "memory_ratio_over_trl": {v: mem[v] / mem["trl"] if mem["trl"] else None for v in VARIANTS},
     }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
