@@ -1,10 +1,16 @@
-"""Configuration of CE-U-DPO: TRL's DPOConfig plus `loss_type="ceu"` and `ceu_weight`."""
+"""Configuration of CE-U-DPO: TRL's DPOConfig plus `loss_type="ceu"` (with `ceu_weight`, `rejected_objective`) and
+the DPO-Positive baseline `loss_type="dpop"` (with `dpop_lambda`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
+
+from ..objectives.dpo_weights import REJECTED_OBJECTIVES
+
+# loss types this package adds to TRL's; each stands alone (not combinable in a list with others)
+OWN_LOSS_TYPES = ("ceu", "dpop")
 
 
 @dataclass
@@ -33,10 +39,27 @@ class CEUDPOConfig(DPOConfig):
     (c carries alpha on the tokens past the shorter completion), WPO's `use_weighting` (c carries the detached pair
     weight). Not supported: `label_smoothing` (TRL's sigmoid loss ignores it), `loss_weights` (a single loss).
 
+    `loss_type="dpop"` is DPO-Positive (Pal et al. 2024, "Smaug", https://huggingface.co/papers/2402.13228), which
+    TRL 1.16 does not ship: -log sigma(beta (D_w - D_l - dpop_lambda max(0, -D_w))), a baseline for the comparison
+    in docs/dpo_compare. It runs TRL's "sigmoid" loss body on chosen log-probs that carry the penalty (so TRL's logged
+    `logps/chosen` and `rewards/chosen` include it); not with `ld_alpha`, `f_divergence_type` other than reverse_kl,
+    `use_weighting`, `label_smoothing` or `loss_weights`.
+
     Parameters:
         ceu_weight (`float`, *optional*, defaults to `1.0`):
             gamma above: the weight of the CE-U term on rejected tokens relative to DPO's own weight on the rejected
-            side. `0.0` keeps only the chosen side of DPO's gradient. Only used with `loss_type="ceu"`.
+            side. `0.0` keeps only the chosen side of DPO's gradient. Only used with `loss_type="ceu"`. On a token the
+            rejected answer shares (same context, same token) with the chosen one, `ceu_full` drives p to
+            1 / (1 + gamma) (analysis/DERIVATIONS.md Sec. 9), so large gamma lowers the chosen answer's prefix too;
+            with `ceu_prefix` gamma only acts past the shared prefix.
+        rejected_objective (`str`, *optional*, defaults to `"ceu_full"`):
+            What rejected completion tokens receive with `loss_type="ceu"`: `"ceu_full"` CE-U on every token
+            (CE-U-DPO as first written); `"ceu_prefix"` DPO's own gradient on the common prefix of the pair's
+            chosen and rejected completions (where it cancels the chosen side's pull exactly, so those tokens are
+            left alone, as by DPO) and CE-U from the first token where the rejected answer leaves the chosen one.
+        dpop_lambda (`float`, *optional*, defaults to `50.0`):
+            lambda of DPO-Positive (`loss_type="dpop"`): the weight of the penalty max(0, log pi_ref(y_w) -
+            log pi(y_w)) on the chosen answer falling below the reference.
         ceu_exact_gradient (`bool`, *optional*, defaults to `False`):
             Compute CE-U's gradient on rejected tokens exactly in float32, from the policy's last hidden states and LM
             head (`exact_ce_u_logprobs`: `linear_ce_u_loss` on those tokens, masked log-sum-exp), instead of w * grad
@@ -56,6 +79,16 @@ class CEUDPOConfig(DPOConfig):
             "DPO's chosen-side gradient."
         },
     )
+    rejected_objective: str = field(
+        default="ceu_full",
+        metadata={"help": "loss_type='ceu': 'ceu_full' (CE-U on every rejected token) or 'ceu_prefix' (DPO's gradient "
+                  "on the prefix shared with the chosen answer, CE-U from where they diverge)."},
+    )
+    dpop_lambda: float = field(
+        default=50.0,
+        metadata={"help": "loss_type='dpop' (DPO-Positive, arXiv 2402.13228): weight of the penalty on the chosen "
+                  "log-prob falling below the reference's."},
+    )
     ceu_exact_gradient: bool = field(
         default=False,
         metadata={"help": "Exact float32 CE-U gradient on rejected tokens (loss_type='ceu') from the last hidden "
@@ -66,25 +99,35 @@ class CEUDPOConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if "ceu" not in self.loss_type:
+        own = [t for t in self.loss_type if t in OWN_LOSS_TYPES]
+        if not own:
             return
-        if self.loss_type != ["ceu"]:
+        if len(self.loss_type) != 1:
             raise ValueError(
-                f"loss_type={self.loss_type}: 'ceu' stands alone (it replaces DPO's rejected-side term); "
-                "use loss_type=['ceu'] or drop 'ceu'."
+                f"loss_type={self.loss_type}: '{own[0]}' stands alone (it replaces DPO's loss body's inputs); "
+                f"use loss_type=['{own[0]}'] or drop '{own[0]}'."
             )
         unsupported = {
             "label_smoothing": (self.label_smoothing, 0.0),
             "rpo_alpha": (getattr(self, "rpo_alpha", None), None),
             "loss_weights": (self.loss_weights, None),
         }
+        if own[0] == "dpop":
+            unsupported.update({"ld_alpha": (self.ld_alpha, None), "use_weighting": (self.use_weighting, False),
+                                "f_divergence_type": (self.f_divergence_type, "reverse_kl")})
         for name, (value, default) in unsupported.items():
             if value != default:
                 raise ValueError(
-                    f"{name}={value!r} is not supported with loss_type='ceu' (CE-U-DPO); set {name}={default!r}."
+                    f"{name}={value!r} is not supported with loss_type='{own[0]}'; set {name}={default!r}."
                 )
+        if own[0] == "dpop":
+            if not self.dpop_lambda >= 0:
+                raise ValueError(f"dpop_lambda must be >= 0 (DPO-Positive's penalty weight), got {self.dpop_lambda}.")
+            return
         if self.ceu_exact_gradient and self.use_liger_kernel:
             raise ValueError("ceu_exact_gradient=True does not support use_liger_kernel=True (Liger replaces the "
                              "model's forward); set use_liger_kernel=False or ceu_exact_gradient=False.")
         if not self.ceu_weight >= 0:
             raise ValueError(f"ceu_weight must be >= 0, got {self.ceu_weight}.")
+        if self.rejected_objective not in REJECTED_OBJECTIVES:
+            raise ValueError(f"rejected_objective={self.rejected_objective!r}: use one of {REJECTED_OBJECTIVES}.")
