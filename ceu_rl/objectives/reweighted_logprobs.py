@@ -16,7 +16,7 @@ from .linear_ce_u import linear_ce_u_loss
 from .logprob_form import _MIN_ONE_MINUS_P
 
 # CE-U-GRPO's choices of what negative-advantage tokens get (see `negative_token_weight` and CEUGRPOConfig).
-NEGATIVE_OBJECTIVES = ("pg", "ceu_full", "ceu_min", "ceu_prefix")
+NEGATIVE_OBJECTIVES = ("pg", "ceu_full", "ceu_min", "ceu_prefix", "ceu_mix")
 
 
 def reweighted_logprobs(logprobs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -96,7 +96,7 @@ def divergence_from_positives(completion_ids: torch.Tensor, completion_mask: tor
 
 
 def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: torch.Tensor,
-                          divergence_index: torch.Tensor | None = None) -> torch.Tensor:
+                          divergence_index: torch.Tensor | None = None, ceu_mix_lambda: float = 0.5) -> torch.Tensor:
     r"""Gradient weight w per token for CE-U-GRPO's `negative_objective` (1 where A >= 0; no gradient).
 
     On tokens of negative-advantage completions (A < 0), with p = exp(log pi(token)):
@@ -105,6 +105,7 @@ def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: to
         "ceu_full"    w = p / (1 - p)            CE-U: logit push p
         "ceu_min"     w = min(1, p / (1 - p))    logit push min(p, 1 - p): CE-U below p = 1/2, PG above
         "ceu_prefix"  w = 1 for t < d, p / (1 - p) for t >= d,  d = `divergence_from_positives` of the completion
+        "ceu_mix"     w = (1 - lambda) + lambda p / (1 - p),  lambda = `ceu_mix_lambda` in [0, 1] (`ceu_mix_weight`)
 
     (the logit push is the size of the gradient on the token's own logit, |A| r times it.)
     """
@@ -113,6 +114,10 @@ def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: to
     advantages = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs)
     if objective == "pg":
         return torch.ones_like(logprobs)
+    if objective == "ceu_mix":
+        from .token_weights import ceu_mix_weight
+
+        return torch.where(advantages < 0, ceu_mix_weight(logprobs, ceu_mix_lambda), torch.ones_like(logprobs))
     weight = ce_u_weight(logprobs)
     if objective == "ceu_min":
         weight = weight.clamp(max=1.0)
@@ -127,9 +132,10 @@ def negative_token_weight(objective: str, logprobs: torch.Tensor, advantages: to
 def ce_u_token_mask(objective: str, logprobs: torch.Tensor, advantages: torch.Tensor,
                     divergence_index: torch.Tensor | None = None) -> torch.Tensor:
     """Where `negative_token_weight(objective, ...)` is CE-U's p / (1 - p) (bool, logprobs' shape): A < 0 and, for
-    "ceu_min", p < 1/2 (w < 1), for "ceu_prefix", t >= d. All False for "pg"."""
-    if objective not in NEGATIVE_OBJECTIVES:
-        raise ValueError(f"negative_objective={objective!r}: use one of {NEGATIVE_OBJECTIVES}.")
+    "ceu_min", p < 1/2 (w < 1), for "ceu_prefix", t >= d. All False for "pg". Not defined for "ceu_mix" (a blend,
+    not CE-U's weight on any token)."""
+    if objective not in NEGATIVE_OBJECTIVES or objective == "ceu_mix":
+        raise ValueError(f"negative_objective={objective!r}: use one of {NEGATIVE_OBJECTIVES[:-1]}.")
     negative = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs) < 0
     if objective == "pg":
         return torch.zeros_like(negative)

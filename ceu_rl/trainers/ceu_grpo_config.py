@@ -1,4 +1,5 @@
-"""Configuration of CE-U-GRPO: TRL's GRPOConfig plus `negative_objective`."""
+"""Configuration of CE-U-GRPO: TRL's GRPOConfig plus the per-token gradient weights of the GRPO family (CE-U's
+`negative_objective` and the field's fixes: NSR / W-REINFORCE, Advantage Reweighting, Clip-Cov, NTHR-style)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..objectives.reweighted_logprobs import NEGATIVE_OBJECTIVES
+from ..objectives.token_weights import TOKEN_WEIGHTINGS
 
 # The default `negative_objective`: one constant. "pg" (TRL's GRPO) because no CE-U variant reached >= 0.8x GRPO's
 # reward gain with entropy <= 1.1x in any task/lr cell of docs/grpo_compare (5 seeds each); "ceu_full" collapsed RL in
@@ -16,6 +18,8 @@ DEFAULT_NEGATIVE_OBJECTIVE = "pg"
 NEGATIVE_OBJECTIVE_ALIASES = {"ceu": "ceu_full"}
 # TRL 1.16's loss types; every one has a push-down term on negative-advantage tokens (see the docstring).
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "luspo", "sapo", "vespo")
+# The objectives whose CE-U tokens `ceu_exact_gradient` can compute exactly (pure CE-U weight on a token set).
+EXACT_GRADIENT_OBJECTIVES = ("ceu_full", "ceu_min", "ceu_prefix")
 
 
 @dataclass
@@ -44,6 +48,34 @@ class CEUGRPOConfig(GRPOConfig):
     - `"ceu_prefix"`: w = 1 on tokens t < d, p / (1 - p) on t >= d, d = the first position where the completion
       differs from every positive-advantage completion of its group (prefix credit): tokens a bad completion shares,
       context and token, with a good one keep the policy gradient (which cancels there); CE-U acts on its own tokens.
+    - `"ceu_mix"`: w = (1 - lambda) + lambda p / (1 - p), lambda = `ceu_mix_lambda` in [0, 1]: the policy gradient
+      at 0, `"ceu_full"` at 1; logit push (1 - lambda)(1 - p) + lambda p.
+
+    The field's fixes act on the same lever and multiply the weight above (all default to "off"; every factor is a
+    constant per token, so the loss value stays TRL's):
+
+    - `positive_weight` (lambda of W-REINFORCE, Zhu et al., "The Surprising Effectiveness of Negative Reinforcement
+      in LLM Reasoning", https://huggingface.co/papers/2506.01347): w *= positive_weight on tokens of A > 0
+      completions; 0 is NSR (negative samples only), 0.1 W-REINFORCE's setting. The paper's objectives use raw
+      rewards +1 / -1 (REINFORCE, no baseline); here the advantages stay group-normalised (TRL's `scale_rewards`), so
+      a negative sample's weight depends on its group's success rate (|A| = r / sd for a group with success share r
+      on a failure) and a group with no success or no failure contributes nothing, as in GRPO.
+    - `token_weighting="advantage_reweighting"` (Yang et al., "Do Not Let Low-Probability Tokens Over-Dominate in RL
+      for LLMs", https://huggingface.co/papers/2505.12929): A <- (alpha p + 1 - alpha) A on every token, alpha =
+      `ar_alpha` (default 0.3, the paper's); p is the current policy's (detached; the paper's pi_old, equal on the
+      first pass over a generation). CE-U's p / (1 - p) is the extreme of the same tilt toward confident tokens.
+    - `token_weighting="clip_cov"` (Cui et al., "The Entropy Mechanism of Reinforcement Learning for Reasoning
+      Language Models", https://huggingface.co/papers/2505.22617): w = 0 on the `clip_cov_ratio` share of valid
+      tokens of the loss batch with the highest centred covariance (log p - mean)(A - mean) (deterministic top of
+      the ranking instead of the paper's random draw within a covariance band; `clip_cov_weight`).
+    - `shared_negative_weight` (NTHR-style; Deng et al., "On the Effect of Negative Gradient in Group Relative Deep
+      Reinforcement Optimization", https://huggingface.co/papers/2505.18830): w *= shared_negative_weight on tokens
+      of A < 0 completions that a positive completion of the group shares (identical prefix: t < d as above). NTHR
+      scores a negative token's influence on the positives with hidden-state similarities; the identical-prefix
+      tokens are its exact-match case, the part that is a per-token weight without another forward pass.
+    - a Python hook, `CEUGRPOTrainer(..., token_weight_fn=f)` (not a config field: a callable does not go through
+      YAML): f(logprobs=, advantages=, completion_mask=, completion_ids=, divergence_index=) returns a finite,
+      non-negative weight of logprobs' shape (B, T), multiplied in last.
 
     With the other loss types the weight multiplies the same push-down term (its sign checked: for A < 0 each loss
     has a gradient c |A| grad log pi with c >= 0): `"cispo"` c = sg(min(r, eps_high)); `"sapo"`
@@ -67,7 +99,22 @@ class CEUGRPOConfig(GRPOConfig):
             where CE-U's weight is largest. An exact w alone would not help: TRL's backward forms the label's logit
             gradient as 1 - exp(log pi), with the same error. Cost: one extra chunked LM-head forward and backward
             over those tokens only (`benchmarks/results/exact_weight.json`). Needs a plain `nn.Linear` LM head (no
-            PEFT adapter on it), no Liger kernel, no logit scaling or soft-capping. Ignored with `"pg"`.
+            PEFT adapter on it), no Liger kernel, no logit scaling or soft-capping. Ignored with `"pg"`. Only with
+            `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"`, `token_weighting="none"` and `shared_negative_weight=1`.
+        ceu_mix_lambda (`float`, *optional*, defaults to `0.5`):
+            `"ceu_mix"`'s lambda in [0, 1]: w = (1 - lambda) + lambda p / (1 - p) on A < 0 tokens.
+        positive_weight (`float`, *optional*, defaults to `1.0`):
+            Weight (>= 0) on tokens of positive-advantage completions: 0 = NSR, 0.1 = W-REINFORCE (arXiv 2506.01347).
+        token_weighting (`str`, *optional*, defaults to `"none"`):
+            `"none"`, `"advantage_reweighting"` (arXiv 2505.12929) or `"clip_cov"` (arXiv 2505.22617).
+        ar_alpha (`float`, *optional*, defaults to `0.3`):
+            Advantage Reweighting's alpha in [0, 1]: w = alpha p + 1 - alpha on every token.
+        clip_cov_ratio (`float`, *optional*, defaults to `2e-4`):
+            Clip-Cov's share in [0, 1] of valid tokens (highest covariance of log p and A) that get no gradient;
+            floor(ratio * tokens) of them, so a small batch needs a larger ratio than the paper's 2e-4.
+        shared_negative_weight (`float`, *optional*, defaults to `1.0`):
+            NTHR-style weight in [0, 1] on negative-advantage tokens shared (identical prefix) with a positive
+            completion of the group (arXiv 2505.18830).
     """
 
     negative_objective: str = field(
@@ -84,6 +131,42 @@ class CEUGRPOConfig(GRPOConfig):
                   "nn.Linear head."},
     )
 
+    ceu_mix_lambda: float = field(
+        default=0.5,
+        metadata={"help": "negative_objective='ceu_mix': w = (1 - lambda) + lambda p/(1-p) on A < 0 tokens; "
+                  "lambda in [0, 1] (0: PG, 1: CE-U)."},
+    )
+    positive_weight: float = field(
+        default=1.0,
+        metadata={"help": "Gradient weight (>= 0) on tokens of A > 0 completions: 1 GRPO, 0 NSR, 0.1 W-REINFORCE "
+                  "(Zhu et al. 2025, arXiv 2506.01347; here with group-normalised advantages)."},
+    )
+    token_weighting: str = field(
+        default="none",
+        metadata={"help": "Extra per-token weight: 'none', 'advantage_reweighting' (w = alpha p + 1 - alpha, "
+                  "Yang et al. 2025, arXiv 2505.12929) or 'clip_cov' (no gradient on the highest-covariance "
+                  "tokens, Cui et al. 2025, arXiv 2505.22617)."},
+    )
+    ar_alpha: float = field(
+        default=0.3,
+        metadata={"help": "token_weighting='advantage_reweighting': alpha in [0, 1] (paper: 0.3)."},
+    )
+    clip_cov_ratio: float = field(
+        default=2e-4,
+        metadata={"help": "token_weighting='clip_cov': share in [0, 1] of valid tokens detached (paper: 2e-4)."},
+    )
+    shared_negative_weight: float = field(
+        default=1.0,
+        metadata={"help": "NTHR-style (arXiv 2505.18830): weight in [0, 1] on A < 0 tokens sharing their prefix "
+                  "with an A > 0 completion of the group; 1 = off."},
+    )
+
+    @property
+    def reweights_gradient(self) -> bool:
+        """False when every family option is off ("pg", weights 1, no token weighting): TRL's GRPO code path."""
+        return (self.negative_objective_name != "pg" or self.positive_weight != 1.0
+                or self.token_weighting != "none" or self.shared_negative_weight != 1.0)
+
     @property
     def negative_objective_name(self) -> str:
         """`negative_objective` with aliases resolved ("ceu" -> "ceu_full")."""
@@ -94,13 +177,31 @@ class CEUGRPOConfig(GRPOConfig):
         choices = (*NEGATIVE_OBJECTIVES, *NEGATIVE_OBJECTIVE_ALIASES)
         if self.negative_objective not in choices:
             raise ValueError(f"negative_objective={self.negative_objective!r} is not known; use one of {choices}.")
+        if self.token_weighting not in TOKEN_WEIGHTINGS:
+            raise ValueError(f"token_weighting={self.token_weighting!r} is not known; use one of {TOKEN_WEIGHTINGS}.")
+        for unit in ("ceu_mix_lambda", "ar_alpha", "clip_cov_ratio", "shared_negative_weight"):
+            if not 0.0 <= getattr(self, unit) <= 1.0:
+                raise ValueError(f"{unit}={getattr(self, unit)} is out of range: use a value in [0, 1].")
+        if not self.positive_weight >= 0.0:
+            raise ValueError(f"positive_weight={self.positive_weight} is out of range: use a value >= 0 (0: NSR, "
+                             "0.1: W-REINFORCE, 1: GRPO).")
         name = self.negative_objective_name
-        if name == "pg":
+        if not self.reweights_gradient:
             return
         if self.loss_type not in SUPPORTED_LOSS_TYPES:
+            what = f"negative_objective={name!r}" if name != "pg" else "the family's token weights"
             raise ValueError(
-                f"loss_type={self.loss_type!r} is not supported with negative_objective={name!r}; use one of "
-                f"{SUPPORTED_LOSS_TYPES} or negative_objective='pg'."
+                f"loss_type={self.loss_type!r} is not supported with {what}; use one of {SUPPORTED_LOSS_TYPES} or "
+                "negative_objective='pg' with positive_weight=1, token_weighting='none', shared_negative_weight=1."
+            )
+        if self.ceu_exact_gradient and name != "pg" and (
+                name not in EXACT_GRADIENT_OBJECTIVES or self.token_weighting != "none"
+                or self.shared_negative_weight != 1.0):
+            raise ValueError(
+                f"ceu_exact_gradient=True supports negative_objective in {EXACT_GRADIENT_OBJECTIVES} with "
+                f"token_weighting='none' and shared_negative_weight=1 (got {name!r}, {self.token_weighting!r}, "
+                f"{self.shared_negative_weight}): it replaces the gradient of CE-U's tokens outright. Set "
+                "ceu_exact_gradient=False."
             )
         if self.ceu_exact_gradient and self.use_liger_kernel:
             raise ValueError("ceu_exact_gradient=True does not support use_liger_kernel=True (Liger replaces the "
@@ -108,7 +209,7 @@ class CEUGRPOConfig(GRPOConfig):
         if self.beta != 0.0 and self.use_bias_correction_kl:
             raise ValueError(
                 f"use_bias_correction_kl=True with beta={self.beta} is not supported with negative_objective="
-                f"{name!r}: the KL term's importance weight is the ratio that carries CE-U's reweighting, so the KL "
-                "gradient on negative-advantage tokens would be reweighted too. Set use_bias_correction_kl=False "
+                f"{name!r} or the family's token weights: the KL term's importance weight is the ratio that carries "
+                "the reweighting, so the KL gradient would be reweighted too. Set use_bias_correction_kl=False "
                 "(the KL term then keeps TRL's gradient exactly), beta=0, or negative_objective='pg'."
             )

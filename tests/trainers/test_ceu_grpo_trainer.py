@@ -79,26 +79,36 @@ def _reference_divergence(inputs):
     return torch.tensor(out)
 
 
-def _pushed_logps(logp, logits, targets, advantages, objective, divergence):
+def _pushed_logps(logp, logits, targets, advantages, objective, divergence, mix_lambda=0.5):
     """log pi with its value, and on negative-advantage tokens the gradient of the variant's objective written from
-    full logits: CE-U (-> grad = p/(1-p) grad log p) where the variant uses CE-U, log p (the policy gradient) else."""
+    full logits: CE-U (-> grad = p/(1-p) grad log p) where the variant uses CE-U, log p (the policy gradient) else;
+    "ceu_mix": (1 - lambda) log p + lambda CE-U."""
     p = logp.detach().exp()
     ceu = _naive_ce_u(logits, targets)
-    use_ceu = {"ceu_full": torch.ones_like(p, dtype=torch.bool), "ceu_min": p < 0.5,
-               "ceu_prefix": torch.arange(p.size(1)) >= divergence.unsqueeze(1)}[objective]
-    pushed = torch.where(use_ceu, ceu - ceu.detach(), logp - logp.detach())
+    policy_gradient = logp - logp.detach()
+    if objective == "ceu_mix":
+        pushed = (1 - mix_lambda) * policy_gradient + mix_lambda * (ceu - ceu.detach())
+    else:
+        use_ceu = {"pg": torch.zeros_like(p, dtype=torch.bool), "ceu_full": torch.ones_like(p, dtype=torch.bool),
+                   "ceu_min": p < 0.5, "ceu_prefix": torch.arange(p.size(1)) >= divergence.unsqueeze(1)}[objective]
+        pushed = torch.where(use_ceu, ceu - ceu.detach(), policy_gradient)
     return torch.where(advantages < 0, logp.detach() + pushed, logp)
 
 
-def _reference_loss(model, inputs, args, objective, divergence=None):
+def _reference_loss(model, inputs, args, objective, divergence=None, extra_weight=None):
     """CE-U-GRPO's loss written out from full (temperature-scaled) logits, per TRL 1.16's formulas (value TRL's,
-    gradient of the variant)."""
+    gradient of the variant). `extra_weight(p, advantages, mask)`: a family weight, computed by the caller from the
+    full-logits p, multiplying the gradient of each token's log pi."""
     logp, logits = _token_logps(model, inputs, args.temperature)
     mask = inputs["completion_mask"].float()
     a = inputs["advantages"].unsqueeze(1).expand_as(logp)
     old = inputs.get("old_per_token_logps")
     old = logp.detach() if old is None else old
-    lam = _pushed_logps(logp, logits, inputs["completion_ids"], a, objective, divergence)
+    lam = _pushed_logps(logp, logits, inputs["completion_ids"], a, objective, divergence,
+                        getattr(args, "ceu_mix_lambda", 0.5))
+    if extra_weight is not None:
+        lam = lam.detach() + extra_weight(torch.softmax(logits.double(), -1).gather(
+            -1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1).float(), a, mask) * (lam - lam.detach())
     log_ratio = lam - old
     if args.importance_sampling_level == "sequence":
         log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1)).unsqueeze(1)
@@ -179,9 +189,9 @@ def shared_prefix_batch(sharp_model_path, tmp_path_factory):
     return inputs
 
 
-def _check_gradient(tiny_model_path, tmp_path, inputs, objective, **config):
+def _check_gradient(tiny_model_path, tmp_path, inputs, objective, extra_weight=None, trainer_kwargs=None, **config):
     trainer = _trainer(tiny_model_path, _args(tmp_path, negative_objective=objective, per_device_train_batch_size=8,
-                                              **config))
+                                              **config), **(trainer_kwargs or {}))
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     if trainer.use_adaptive_entropy:
@@ -191,7 +201,7 @@ def _check_gradient(tiny_model_path, tmp_path, inputs, objective, **config):
     ours = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad()
     divergence = _reference_divergence(inputs)
-    ref = _reference_loss(trainer.model, inputs, trainer.args, objective, divergence)
+    ref = _reference_loss(trainer.model, inputs, trainer.args, objective, divergence, extra_weight)
     ref.backward()
     torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-4, atol=1e-6)
     for n, p in trainer.model.named_parameters():

@@ -20,7 +20,7 @@ def varied_reward(completions, **kwargs):
     return [float(len(c) % 5) for c in completions]
 
 
-def _train(path, tmp_path, **config):
+def _train(path, tmp_path, token_weight_fn=None, **config):
     base = dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, learning_rate=0.1, per_device_train_batch_size=3,
                 num_generations=3, max_completion_length=8, max_steps=2, report_to=[], save_strategy="no",
                 logging_steps=1, gradient_checkpointing=False, seed=0)
@@ -28,7 +28,7 @@ def _train(path, tmp_path, **config):
     torch.manual_seed(0)
     trainer = CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(path), reward_funcs=varied_reward,
                              args=CEUGRPOConfig(**base), train_dataset=Dataset.from_dict({"prompt": PROMPTS}),
-                             processing_class=AutoTokenizer.from_pretrained(path))
+                             processing_class=AutoTokenizer.from_pretrained(path), token_weight_fn=token_weight_fn)
     previous = {n: p.clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert trainer.state.log_history[-1]["train_loss"] is not None
@@ -99,3 +99,34 @@ def test_entropy_bonus_flows_gradients(tiny_model_path, tmp_path):
                                     dict(delta=2.0, epsilon_high=0.28, negative_objective="ceu_full")])
 def test_train_kl_and_delta(tiny_model_path, tmp_path, config):
     _train(tiny_model_path, tmp_path, **config)
+
+
+# The family of issue 17: every member that changes the gradient through TRL's own tests (loss types, multiple
+# iterations with sequence-level ratios, the entropy bonus), with the same assertions.
+FAMILY = {
+    "ceu_mix": dict(negative_objective="ceu_mix", ceu_mix_lambda=0.5),
+    "nsr": dict(positive_weight=0.0),
+    "w_reinforce": dict(positive_weight=0.1),
+    "advantage_reweighting": dict(token_weighting="advantage_reweighting"),
+    "clip_cov": dict(token_weighting="clip_cov", clip_cov_ratio=0.05),
+    "shared_negative": dict(shared_negative_weight=0.5),
+}
+
+
+def _hook(logprobs, advantages, **_):
+    return 0.5 + logprobs.exp()
+
+
+@pytest.mark.parametrize("member", [*FAMILY, "hook"])
+@pytest.mark.parametrize("loss_type", ["dapo", "cispo", "sapo"])
+def test_family_train_loss_types(tiny_model_path, tmp_path, member, loss_type):
+    _train(tiny_model_path, tmp_path, loss_type=loss_type, gradient_accumulation_steps=2,
+           token_weight_fn=_hook if member == "hook" else None, **FAMILY.get(member, {}))
+
+
+@pytest.mark.parametrize("member", [*FAMILY, "hook"])
+def test_family_multiple_iterations_and_entropy(tiny_model_path, tmp_path, member):
+    trainer = _train(tiny_model_path, tmp_path, num_iterations=2, importance_sampling_level="sequence",
+                     entropy_coef=0.1, token_weight_fn=_hook if member == "hook" else None, **FAMILY.get(member, {}))
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs[-1]["policy_loss"] is not None and logs[-1]["entropy_coef"] == 0.1
