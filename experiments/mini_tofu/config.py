@@ -6,6 +6,21 @@ from dataclasses import dataclass, field, replace
 
 OBJECTIVES = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo")
 MATCHED_LR = 2e-4  # the matched-settings run: every objective at this learning rate
+# RL unlearning (CEUGRPOTrainer on the forget prompts, reward = forget_answer_penalty): name -> negative_objective
+RL_VARIANTS = {"grpo": "pg", "ceu_full": "ceu_full", "ceu_min": "ceu_min", "ceu_prefix": "ceu_prefix"}
+# anchors: "" none; "_kl" KL to the full model (beta = rl_kl_beta); "_retain" GradDiff's retain NLL (rl_retain_coef)
+RL_ANCHORS = ("", "_kl", "_retain")
+RL_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_VARIANTS)
+MAIN_RL_OBJECTIVES = ("grpo", "ceu_prefix")  # the main job's RL runs (at the matched lr); the rest: --full --rl
+
+
+def rl_objective(name: str) -> tuple[str, str] | None:
+    """(negative_objective, anchor) of an RL objective name, None for an offline objective."""
+    for anchor in sorted(RL_ANCHORS, key=len, reverse=True):
+        variant = name.removesuffix(anchor) if anchor else name
+        if (not anchor or name.endswith(anchor)) and variant in RL_VARIANTS:
+            return RL_VARIANTS[variant], anchor.lstrip("_")
+    return None
 
 
 @dataclass
@@ -30,26 +45,54 @@ class MiniTofuConfig:
     batch_size: int = 16
     max_new_tokens: int = 48
     objective_overrides: dict = field(default_factory=lambda: {"simnpo": {"beta": 2.5}})
+    # objective -> its learning rates, where they differ from `learning_rates` (a grid cut to a CPU budget)
+    objective_learning_rates: dict = field(default_factory=dict)
+    # RL unlearning (issue 16; the prototype's settings): 2 epochs of the 40 forget prompts, 2 prompts x 8 sampled
+    # completions per step = 40 steps; DAPO loss, constant lr, reward forget_answer_penalty. Offline jobs ignore
+    # every rl_ field (their cached results stay valid when these change).
+    rl_epochs: int = 2
+    rl_prompts_per_step: int = 2
+    rl_generations: int = 8
+    rl_max_new_tokens: int = 48
+    rl_temperature: float = 1.0
+    rl_loss_type: str = "dapo"
+    rl_kl_beta: float = 0.1  # the "_kl" anchor: beta, with use_bias_correction_kl=False
+    rl_retain_coef: float = 1.0  # the "_retain" anchor: weight of the retain NLL (GradDiff's alpha)
+    rl_retain_batch_size: int = 16  # retain pairs per step (the offline batch size)
+    rl_eval_points: int = 2  # evaluations during an RL run, evenly spaced, the last at the final step
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
         self.learning_rates = tuple(float(lr) for lr in self.learning_rates)
-        unknown = sorted(set(self.objectives) - set(OBJECTIVES))
+        unknown = sorted(set(self.objectives) - set(OBJECTIVES) - set(RL_OBJECTIVES))
         if unknown:
-            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OBJECTIVES)}.")
+            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OBJECTIVES)} (offline) or "
+                             f"{list(RL_OBJECTIVES)} (RL).")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}.")
+        self.objective_learning_rates = {o: tuple(float(lr) for lr in lrs)
+                                         for o, lrs in self.objective_learning_rates.items()}
         if not self.learning_rates or min(self.learning_rates) <= 0:
             raise ValueError(f"learning_rates must be positive, got {self.learning_rates}.")
-        if self.eval_points < 1:
-            raise ValueError(f"eval_points must be >= 1 (the final step is always evaluated), got {self.eval_points}.")
+        for name in ("eval_points", "rl_eval_points"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (the final step is always evaluated), got {getattr(self, name)}.")
+        if self.rl_prompts_per_step < 1 or self.rl_generations < 2:
+            raise ValueError(f"rl_prompts_per_step must be >= 1 and rl_generations >= 2 (GRPO's advantages compare a "
+                             f"prompt's completions), got {self.rl_prompts_per_step} and {self.rl_generations}.")
+
+
+    def lrs_of(self, objective: str) -> tuple[float, ...]:
+        return self.objective_learning_rates.get(objective, self.learning_rates)
 
 
 def main_preset(**overrides) -> MiniTofuConfig:
-    """`bash run.sh main`: 3 seeds, every objective at the matched learning rate, evaluated at the last step (30) only
-    (an evaluation costs about a quarter of an unlearning run: the 10-minute budget of the main job)."""
-    return replace(MiniTofuConfig(), **overrides)
+    """`bash run.sh main`: 3 seeds, every offline objective and MAIN_RL_OBJECTIVES (GRPO and one CE-U-GRPO variant)
+    at the matched learning rate, evaluated at the last step (offline 30, RL 40) only (an evaluation costs about a
+    quarter of an offline unlearning run: the 10-minute budget of the main job)."""
+    cfg = MiniTofuConfig(objectives=(*OBJECTIVES, *MAIN_RL_OBJECTIVES), rl_eval_points=1)
+    return replace(cfg, **overrides)
 
 
 def full_preset(**overrides) -> MiniTofuConfig:
@@ -57,5 +100,22 @@ def full_preset(**overrides) -> MiniTofuConfig:
     at steps 15 and 30; else the main job's settings (evaluating does not change training: its seeds 0-2 at lr 2e-4
     end where the main job's runs end). The committed docs/mini_tofu results."""
     cfg = MiniTofuConfig(out="outputs/mini_tofu_full", seeds=(0, 1, 2, 3, 4), learning_rates=(5e-5, MATCHED_LR, 8e-4),
-                         eval_points=2)
+                         eval_points=2, rl_eval_points=2)
     return replace(cfg, **overrides)
+
+
+# --full --rl: every variant without an anchor at the 3 learning rates; the anchored forms on a grid cut to the
+# ~60 CPU-minute budget of the committed run (one RL run costs ~33 s CPU with 2 evaluations, 3x an offline run):
+# the KL anchor for grpo, ceu_full, ceu_prefix at 2e-4 and 8e-4 (ceu_min left out: without an anchor it moves like
+# grpo here; 5e-5 left out: the anchor only slows a run), the retain anchor for grpo and ceu_prefix at 2e-4.
+RL_FULL_OBJECTIVES = ("grpo", "ceu_full", "ceu_min", "ceu_prefix", "grpo_kl", "ceu_full_kl", "ceu_prefix_kl",
+                      "grpo_retain", "ceu_prefix_retain")
+RL_FULL_LEARNING_RATES = {**{o: (MATCHED_LR, 8e-4) for o in ("grpo_kl", "ceu_full_kl", "ceu_prefix_kl")},
+                          **{o: (MATCHED_LR,) for o in ("grpo_retain", "ceu_prefix_retain")}}
+
+
+def rl_full_preset(**overrides) -> MiniTofuConfig:
+    """`--full --rl`: the RL objectives of RL_FULL_OBJECTIVES on RL_FULL_LEARNING_RATES' grid, 5 seeds, each RL run
+    evaluated at steps 20 and 40 (docs/mini_tofu_rl)."""
+    return full_preset(**{"out": "outputs/mini_tofu_rl_full", "objectives": RL_FULL_OBJECTIVES,
+                          "objective_learning_rates": RL_FULL_LEARNING_RATES, **overrides})

@@ -3,6 +3,7 @@ unlearns, one trajectory per objective, and the per-step traces of loss, gradien
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -11,53 +12,74 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..stats import log10_mean_sd  # noqa: E402
+from .config import rl_objective  # noqa: E402
 from .report import UTILITY_FRACTION  # noqa: E402
 
 FLOOR = -10  # log10 forget quality drawn no lower than this (over-unlearning reaches 1e-20 and below)
 
 
+def _groups(objectives) -> list[tuple[str, list[str]]]:
+    """Rows of the trajectory figure: one row of every objective, or (RL objectives with several anchors) one row
+    per anchor, so that no panel holds more than a handful of lines."""
+    by_anchor: dict = {}
+    for o in objectives:
+        rl = rl_objective(o)
+        by_anchor.setdefault("offline" if rl is None else (rl[1] or "no anchor"), []).append(o)
+    if len(by_anchor) == 1:
+        return [("", list(objectives))]
+    return [(f"{k}: " if k != "offline" else "offline: ", v) for k, v in by_anchor.items()]
+
+
 def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
-    """One panel per learning rate. Points: geometric mean of forget quality (mean of log10) and mean model utility
-    over seeds, bars +- 1 sd (forget quality: sd of log10), start = the full model (step 0), last point bigger."""
-    lrs = cfg.learning_rates
-    fig, axes = plt.subplots(1, len(lrs), figsize=(6.2 * len(lrs), 5.2), squeeze=False, sharey=True)
-    colors = plt.get_cmap("tab10")
-    for ax, lr in zip(axes[0], lrs):
-        for i, objective in enumerate(cfg.objectives):
-            t = traj.get(f"{objective}_lr{lr:g}")
-            if t is None:
-                continue
-            mu = [p["model_utility"]["mean"] for p in t["points"]]
-            mu_sd = [p["model_utility"]["sd"] for p in t["points"]]
-            lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in t["points"]]
-            lg_sd = [p["log10_forget_quality"]["sd"] for p in t["points"]]
-            fq = [10 ** v for v in lg]
-            yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)],
-                    [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
-            ax.errorbar(mu, fq, xerr=mu_sd, yerr=yerr, color=colors(i), marker="o", ms=3, lw=1.2, elinewidth=0.6,
-                        capsize=1.5, alpha=0.9, label=objective)
-            ax.plot(mu[-1], fq[-1], "o", color=colors(i), ms=7)
-        for name, marker in (("full", "*"), ("retain", "P")):
-            if name in rows:
-                r = rows[name]
-                ax.plot(r["model_utility"]["mean"], 10 ** log10_mean_sd(r["forget_quality"]["per_seed"])["mean"], marker, ms=13,
-                        color="black", label=f"{name} model")
-        if "full" in rows:
-            ax.axvline(UTILITY_FRACTION * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1,
-                       label=f"{UTILITY_FRACTION} x full's utility")
-        ax.set_yscale("log")
-        ax.set_ylim(10 ** FLOOR / 3, 3)
-        ax.set_xlim(-0.02, 1.0)
-        ax.set_xlabel("model utility")
-        ax.set_title(f"lr {lr:g}")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("forget quality (KS p-value, log)")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=8, loc="center right")
+    """One panel per learning rate (and per anchor for RL). Points: geometric mean of forget quality (mean of log10)
+    and mean model utility over seeds, bars +- 1 sd (forget quality: sd of log10), start = the full model (step 0),
+    last point bigger. Legend and title outside the panels (constrained layout), so they cover no data."""
+    lrs, groups = cfg.learning_rates, _groups(cfg.objectives)
+    fig, axes = plt.subplots(len(groups), len(lrs), figsize=(4.6 * len(lrs) + 2.8, 4.3 * len(groups) + 0.9),
+                             squeeze=False, sharey=True, layout="constrained")
+    palette = plt.get_cmap("tab10" if len(cfg.objectives) <= 10 else "tab20")
+    color = {o: palette(i % palette.N) for i, o in enumerate(dict.fromkeys(
+        o.removesuffix("_kl").removesuffix("_retain") if rl_objective(o) else o for o in cfg.objectives))}
+    entries: dict = {}
+    for row, (group, objectives) in zip(axes, groups):
+        for ax, lr in zip(row, lrs):
+            for objective in objectives:
+                t = traj.get(f"{objective}_lr{lr:g}")
+                if t is None:
+                    continue
+                base = objective.removesuffix("_kl").removesuffix("_retain") if rl_objective(objective) else objective
+                mu = [p["model_utility"]["mean"] for p in t["points"]]
+                mu_sd = [p["model_utility"]["sd"] for p in t["points"]]
+                lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in t["points"]]
+                lg_sd = [p["log10_forget_quality"]["sd"] for p in t["points"]]
+                fq = [10 ** v for v in lg]
+                yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)],
+                        [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
+                line = ax.errorbar(mu, fq, xerr=mu_sd, yerr=yerr, color=color[base], marker="o", ms=3, lw=1.2,
+                                   elinewidth=0.6, capsize=1.5, alpha=0.9)
+                entries.setdefault(base, line)
+                ax.plot(mu[-1], fq[-1], "o", color=color[base], ms=7)
+            for name, marker in (("full", "*"), ("retain", "P")):
+                if name in rows:
+                    r = rows[name]
+                    entries[f"{name} model"] = ax.plot(
+                        r["model_utility"]["mean"], 10 ** log10_mean_sd(r["forget_quality"]["per_seed"])["mean"],
+                        marker, ms=13, color="black", ls="none")[0]
+            if "full" in rows:
+                entries[f"{UTILITY_FRACTION} x full's utility"] = ax.axvline(
+                    UTILITY_FRACTION * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1)
+            ax.set_yscale("log")
+            ax.set_ylim(10 ** FLOOR / 3, 3)
+            ax.set_xlim(-0.02, 1.0)
+            ax.set_xlabel("model utility")
+            ax.set_title(f"{group}lr {lr:g}")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("forget quality (KS p-value, log)")
+    fig.legend(list(entries.values()), list(entries), fontsize=8, loc="outside right center")
     n = max((len(t["seeds"]) for t in traj.values()), default=0)
-    fig.suptitle(f"mini-TOFU: forget quality vs model utility while unlearning ({n} seeds: geometric mean of forget "
-                 f"quality and mean utility, ±1 sd; below 1e{FLOOR} drawn at 1e{FLOOR}; big dot = last step)")
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    title = (f"mini-TOFU: forget quality vs model utility while unlearning ({n} seeds: geometric mean of forget "
+             f"quality and mean utility, ±1 sd; below 1e{FLOOR} drawn at 1e{FLOOR}; big dot = last step)")
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 11)), fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -75,5 +97,41 @@ def plot_traces(traces: dict, path: Path) -> None:
     axes[1].set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+RL_TRACE_KEYS = (("forget/p_y_mean", "p of the forget answers' tokens (teacher-forced)"),
+                 ("ceu/p_negative_mean", "mean p of sampled tokens with A < 0"),
+                 ("ceu/p_shared_mean", "mean p of A < 0 tokens a positive completion shares"),
+                 ("entropy", "policy entropy on sampled tokens"))
+_ANCHOR_STYLE = {"": "-", "kl": "--", "retain": ":"}
+
+
+def plot_rl_mechanism(traces: dict, lr: float, path: Path) -> None:
+    """RL runs' per-step mechanism (mean over seeds at one learning rate): does the push on the forget answers fade
+    under GRPO (its logit push (1 - p) vanishes on confident tokens) and not under CE-U (push p)? Colour = variant,
+    line style = anchor."""
+    rl = {name: steps for name, steps in traces.items() if rl_objective(name)}
+    if not rl:
+        return
+    fig, axes = plt.subplots(2, 2, figsize=(12.5, 8), layout="constrained")
+    variants = list(dict.fromkeys(n.removesuffix("_kl").removesuffix("_retain") for n in rl))
+    palette = plt.get_cmap("tab10")
+    for ax, (key, title) in zip(axes.flat, RL_TRACE_KEYS):
+        for name, steps in rl.items():
+            anchor = rl_objective(name)[1]
+            variant = name.removesuffix("_kl").removesuffix("_retain")
+            points = [(s["step"], s[key]) for s in steps if key in s]
+            if points:
+                ax.plot(*zip(*points), color=palette(variants.index(variant)), ls=_ANCHOR_STYLE[anchor],
+                        lw=1.4, label=name)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside right center")
+    fig.suptitle(f"mini-TOFU RL unlearning, lr {lr:g}: per-step mechanism (mean over seeds; colour = variant, "
+                 "line style: solid no anchor, dashed KL, dotted retain NLL)", fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -36,7 +36,7 @@ def per_seed_summaries(records: dict) -> dict:
 
 
 def run_names(cfg) -> list[tuple[str, str, float]]:
-    return [(f"{o}_lr{lr:g}", o, lr) for o in cfg.objectives for lr in cfg.learning_rates]
+    return [(f"{o}_lr{lr:g}", o, lr) for o in cfg.objectives for lr in cfg.lrs_of(o)]
 
 
 def _seeds_with(summaries: dict, name: str) -> list[int]:

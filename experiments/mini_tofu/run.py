@@ -26,10 +26,11 @@ from ceu_rl.tofu.data import load_split
 from ceu_rl.tofu.evaluate import write_eval
 
 from ..machine import machine_info
-from . import jobs, plots, report
-from .config import MATCHED_LR, MiniTofuConfig, full_preset, main_preset
+from . import jobs, plots, report, rl_jobs
+from .config import MATCHED_LR, RL_OBJECTIVES, MiniTofuConfig, full_preset, main_preset, rl_full_preset, rl_objective
 
-_RUN_FIELDS = ("out", "seeds", "objectives", "learning_rates")  # may differ between runs that share job results
+# may differ between runs that share job results
+_RUN_FIELDS = ("out", "seeds", "objectives", "learning_rates", "objective_learning_rates")
 
 
 class _InlineExecutor:
@@ -47,8 +48,15 @@ class _InlineExecutor:
         return False
 
 
-def _job_settings(cfg: MiniTofuConfig) -> dict:
-    return {k: v for k, v in asdict(cfg).items() if k not in _RUN_FIELDS}
+def _is_rl(name: str) -> bool:
+    return rl_objective(name.rsplit("_lr", 1)[0]) is not None
+
+
+def _job_settings(cfg: MiniTofuConfig, name: str) -> dict:
+    """The settings a job's result depends on: the RL settings (rl_*) only for RL jobs, so that finetunes and
+    offline runs stay reusable when they change."""
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in _RUN_FIELDS and (_is_rl(name) or not k.startswith("rl_"))}
 
 
 def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
@@ -56,7 +64,7 @@ def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if record["settings"] != json.loads(json.dumps(_job_settings(cfg))):
+    if record["settings"] != json.loads(json.dumps(_job_settings(cfg, name))):
         raise SystemExit(f"{path} was made with other settings; use another --out (or delete {out / 'jobs'}).")
     return record
 
@@ -64,7 +72,7 @@ def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
 def _save_done(out: Path, cfg: MiniTofuConfig, record: dict) -> None:
     path = out / "jobs" / f"seed{record['seed']}" / f"{record['name']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**record, "settings": _job_settings(cfg)}))
+    path.write_text(json.dumps({**record, "settings": _job_settings(cfg, record["name"])}))
 
 
 def _mean_traces(cfg, records) -> dict:
@@ -73,8 +81,9 @@ def _mean_traces(cfg, records) -> dict:
     out = {}
     for objective in cfg.objectives:
         runs = [r["trace"] for (s, n), r in records.items() if n == f"{objective}_lr{lr:g}"]
-        if runs:
-            out[objective] = [{k: sum(run[i][k] for run in runs) / len(runs) for k in runs[0][i]}
+        if runs:  # keys every seed logged at that step (RL traces: kl, retain/nll only with their anchor)
+            out[objective] = [{k: sum(run[i][k] for run in runs) / len(runs)
+                               for k in runs[0][i] if all(k in run[i] for run in runs)}
                               for i in range(min(len(run) for run in runs))]
     return out
 
@@ -100,7 +109,13 @@ def write_results(cfg, records: dict, out: Path, meta: dict, complete: bool = Fa
     (out / "results.md").write_text(table + footer)
     if final:
         plots.plot_trajectories(cfg, traj, rows, out / "trajectories.png")
-        plots.plot_traces(_mean_traces(cfg, records), out / "unlearning_traces.png")
+        traces = _mean_traces(cfg, records)
+        plots.plot_traces(traces, out / "unlearning_traces.png")
+        if any(rl_objective(o) for o in cfg.objectives):
+            lr = MATCHED_LR if MATCHED_LR in cfg.learning_rates else cfg.learning_rates[0]
+            plots.plot_rl_mechanism(traces, lr, out / "rl_mechanism.png")
+            (out / "rl_traces.json").write_text(json.dumps({"lr": lr, "mean_over_seeds": {
+                k: v for k, v in traces.items() if rl_objective(k)}}, indent=1))
         for (seed, name), rec in records.items():
             if (seed, "retain") in records:
                 log = rec.get("eval_log") or rec["eval_logs"][str(max(int(k) for k in rec["eval_logs"]))]
@@ -122,9 +137,10 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
     todo = [(s, n) for s in cfg.seeds for n in ("full", "retain", *(n for n, _, _ in report.run_names(cfg)))]
     to_run = sum(_load_done(out, cfg, s, n) is None for s, n in todo)
     lines = JobLines(to_run, "mini-tofu")
-    print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(cfg.objectives)} objectives x {len(cfg.learning_rates)} lr + "
-          f"full + retain): {to_run} jobs to run ({len(todo) - to_run} done already), {workers} worker(s); "
-          f"unlearning evaluated at steps {jobs.unlearn_steps(cfg, forget_size)}; logs in {out}/logs", flush=True)
+    print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(report.run_names(cfg))} runs ({len(cfg.objectives)} objectives, "
+          f"{len(cfg.learning_rates)} lr) + full + retain): {to_run} jobs to run ({len(todo) - to_run} done already), {workers} worker(s); "
+          f"unlearning evaluated at steps {jobs.unlearn_steps(cfg, forget_size)} (RL: "
+          f"{rl_jobs.rl_eval_steps(cfg, forget_size)}); logs in {out}/logs", flush=True)
     if workers > 0 and not report_only:
         import multiprocessing as mp
 
@@ -153,7 +169,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
 
     def queue_unlearning(seed):
         for name, objective, lr in report.run_names(cfg):
-            submit(seed, name, jobs.unlearn_job, objective, lr)
+            submit(seed, name, rl_jobs.rl_unlearn_job if rl_objective(objective) else jobs.unlearn_job, objective, lr)
         queue_seed(cfg.seeds.index(seed) + 1)  # the next seed's finetunes queue behind this seed's runs
 
     with executor:
@@ -189,7 +205,9 @@ def parse(argv=None):
     p.add_argument("--full", action="store_true", help="5 seeds x 3 learning rates (5e-5, 2e-4, 8e-4), 2 evaluations")
     p.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (main), 0..4 (--full)")
     p.add_argument("--learning_rates", type=float, nargs="+", help="default: 2e-4 (main), 5e-5 2e-4 8e-4 (--full)")
-    p.add_argument("--objectives", nargs="+", help="default: all nine")
+    p.add_argument("--objectives", nargs="+", help="default: all nine offline ones")
+    p.add_argument("--rl", action="store_true", help="the RL objectives (GRPO, CE-U-GRPO variants x anchors) "
+                   "instead of the offline ones; output folder default outputs/mini_tofu_rl(_full)")
     p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (0: inline)")
     p.add_argument("--out", help="output folder (default outputs/mini_tofu, or outputs/mini_tofu_full)")
     p.add_argument("--report_only", action="store_true", help="run nothing: report the jobs finished in --out")
@@ -199,6 +217,11 @@ def parse(argv=None):
 def config_from_args(args) -> MiniTofuConfig:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k in ("seeds", "learning_rates", "objectives", "out")
                  if (v := getattr(args, k)) is not None}
+    if getattr(args, "rl", False):
+        if args.full:
+            return rl_full_preset(**overrides)
+        overrides.setdefault("objectives", RL_OBJECTIVES)
+        overrides.setdefault("out", "outputs/mini_tofu_rl")
     return (full_preset if args.full else main_preset)(**overrides)
 
 

@@ -1,0 +1,72 @@
+"""RL unlearning with a retain anchor: CE-U-GRPO / GRPO on the forget prompts plus GradDiff's retain term.
+
+The RL objectives only push the forget answers down; nothing holds the rest of the model in place. GradDiff (Liu et
+al., "Continual Learning and Private Unlearning", arXiv:2203.12817; the TOFU baseline, arXiv:2401.06121) adds the
+negative log-likelihood of retain question/answer pairs. `RetainAnchoredGRPOTrainer` adds that term to TRL's GRPO
+loss: per micro-batch
+
+    loss = GRPO/CE-U-GRPO loss (TRL's, unchanged) + retain_coef * mean NLL of the answer tokens of `retain_batch_size`
+           retain pairs
+
+(divided by the gradient-accumulation steps, as TRL divides its own loss). Retain pairs are drawn in a seeded order
+(`seed`), so a run is reproducible. Unlike a KL anchor (`beta > 0`: a reference-model forward per step, and a pull
+toward the full model on the forget prompts themselves), this anchor is on other data: it keeps what should be kept
+and leaves the forget answers free to move.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..tofu.formatting import IGNORE_INDEX
+from ..trainers import CEUGRPOTrainer
+from .data import _encode_all, pad_batch
+
+
+def answer_nll(model, batch: dict) -> torch.Tensor:
+    """Mean negative log-likelihood of the answer tokens (labels != -100) of a padded QA batch."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                             ignore_index=IGNORE_INDEX)
+
+
+class RetainAnchoredGRPOTrainer(CEUGRPOTrainer):
+    """[`CEUGRPOTrainer`] plus `retain_coef` x the retain NLL (GradDiff's retain term) on `retain_dataset`
+    (question/answer rows), `retain_batch_size` pairs per micro-batch. `retain_coef=0` is CEUGRPOTrainer exactly."""
+
+    def __init__(self, *args, retain_dataset=None, retain_coef: float = 1.0, retain_batch_size: int = 16,
+                 prompt_format: str = "plain", max_length: int = 256, **kwargs):
+        super().__init__(*args, **kwargs)
+        if retain_coef < 0:
+            raise ValueError(f"retain_coef must be >= 0 (the weight of the retain NLL), got {retain_coef}.")
+        if retain_batch_size < 1:
+            raise ValueError(f"retain_batch_size must be >= 1, got {retain_batch_size}.")
+        if retain_coef > 0 and retain_dataset is None:
+            raise ValueError("retain_coef > 0 needs a retain_dataset (question/answer rows); or set retain_coef=0.")
+        self.retain_coef, self.retain_batch_size = float(retain_coef), int(retain_batch_size)
+        self._retain = (None if retain_dataset is None else
+                        _encode_all(self.processing_class, retain_dataset, prompt_format, max_length, "retain"))
+        self._retain_order: list[int] = []
+        self._retain_epoch = 0
+
+    def next_retain_batch(self) -> dict:
+        """The next `retain_batch_size` retain pairs, padded: a seeded permutation per pass over the retain set."""
+        picked = []
+        while len(picked) < self.retain_batch_size:
+            if not self._retain_order:
+                g = torch.Generator().manual_seed(self.args.seed * 1_000_003 + self._retain_epoch)
+                self._retain_order = torch.randperm(len(self._retain), generator=g).tolist()
+                self._retain_epoch += 1
+            picked.append(self._retain[self._retain_order.pop()])
+        pad = self.processing_class.pad_token_id
+        pad = self.processing_class.eos_token_id if pad is None else pad
+        return {k: v.to(self.accelerator.device) for k, v in pad_batch(picked, pad).items()}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.retain_coef == 0 or not model.training:
+            return loss
+        nll = answer_nll(model, self.next_retain_batch())
+        self._metrics["train"]["retain/nll"].append(nll.item())
+        return loss + self.retain_coef * nll / self.current_gradient_accumulation_steps
