@@ -1,6 +1,7 @@
 """CE-U (ceu_rl.ce_u_loss) vs torch.nn.functional.cross_entropy: forward+backward time and peak memory.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss.py            # N=4096, V=32k and 128k
+    python benchmarks/bench_ce_u_loss.py --device cuda --rounds 20   # on a GPU: fp32 and bf16, torch and Triton paths
 Writes benchmarks/results/ce_u_loss.json. Time: median of interleaved rounds (A B A B ...) in one process, with the
 spread. Peak memory: one fresh subprocess per variant, the rise of max RSS over the logits already allocated (a
 process's max RSS never goes down, hence one process each).
@@ -9,6 +10,7 @@ process's max RSS never goes down, hence one process each).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import resource
@@ -23,7 +25,12 @@ import torch.nn.functional as F
 
 from ceu_rl.objectives import ce_u_loss
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import cuda_peak_extra_mib, forward_backward_steps, interleaved_times  # noqa: E402
+
 VARIANTS = {"cross_entropy": F.cross_entropy, "ce_u_loss": ce_u_loss}
+# On a GPU also the Triton path (on CPU it would fall back to the torch path with a warning).
+CUDA_VARIANTS = {**VARIANTS, "ce_u_loss_triton": functools.partial(ce_u_loss, implementation="triton")}
 
 
 def _inputs(n: int, vocab: int):
@@ -67,41 +74,37 @@ def timings(n: int, vocab: int, rounds: int) -> dict[str, list[float]]:
     return times
 
 
+def device_point(n: int, vocab: int, dtype: torch.dtype, rounds: int, variants: dict, device: str) -> dict:
+    """Forward+backward of each variant on the same (n, vocab) logits of `dtype` on `device`: median of interleaved
+    rounds after one warm-up each (Triton compiles there); on CUDA also torch.cuda.max_memory_allocated above the
+    logits (None elsewhere: see the child-process measurement for CPU)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    logits = (torch.randn(n, vocab, device=device, generator=gen) * 3).to(dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (n,), device=device, generator=gen)
+    steps = forward_backward_steps(variants, (logits, labels), (logits,))
+    for step in steps.values():
+        step()
+    on_cuda = device == "cuda"
+    mem = {k: cuda_peak_extra_mib(step) if on_cuda else None for k, step in steps.items()}
+    times = interleaved_times(steps, rounds, sync=torch.cuda.synchronize if on_cuda else None, warmup=False)
+    row = {"n": n, "vocab": vocab, "dtype": str(dtype).removeprefix("torch."), "device": device, "rounds": rounds,
+           "time_s": times, "peak_extra_mib": mem,
+           "time_ratio_vs_cross_entropy": {k: times[k]["median"] / times["cross_entropy"]["median"] for k in times}}
+    if on_cuda:
+        row["memory_ratio_vs_cross_entropy"] = {k: mem[k] / mem["cross_entropy"] for k in mem}
+    del logits, steps
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return row
+
+
 def cuda_results(n: int, vocabs, rounds: int) -> list[dict]:
-    """On a GPU: CUDA-event timings (median of interleaved rounds) and torch.cuda.max_memory_allocated above the
-    logits, float32 and bfloat16 logits."""
+    """On a GPU: float32 and bfloat16 logits, every variant of CUDA_VARIANTS (the Triton path included)."""
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
         for vocab in vocabs:
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            logits = (torch.randn(n, vocab, device="cuda", generator=gen) * 3).to(dtype).requires_grad_()
-            labels = torch.randint(0, vocab, (n,), device="cuda", generator=gen)
-            mem, times = {}, {k: [] for k in VARIANTS}
-            for name, fn in VARIANTS.items():
-                _step(fn, logits, labels)
-                torch.cuda.synchronize()
-                logits.grad = None
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                _step(fn, logits, labels)
-                torch.cuda.synchronize()
-                mem[name] = (torch.cuda.max_memory_allocated() - base) / 2**20
-            for _ in range(rounds):
-                for name, fn in VARIANTS.items():
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    _step(fn, logits, labels)
-                    end.record()
-                    torch.cuda.synchronize()
-                    times[name].append(start.elapsed_time(end) / 1e3)
-            med = {k: statistics.median(v) for k, v in times.items()}
-            rows.append({"n": n, "vocab": vocab, "dtype": str(dtype).removeprefix("torch."), "device": "cuda",
-                         "time_s": {k: {"median": med[k], "min": min(v), "max": max(v)} for k, v in times.items()},
-                         "peak_extra_mib": mem, "time_ratio": med["ce_u_loss"] / med["cross_entropy"],
-                         "memory_ratio": mem["ce_u_loss"] / mem["cross_entropy"]})
+            rows.append(device_point(n, vocab, dtype, rounds, CUDA_VARIANTS, "cuda"))
             print(json.dumps(rows[-1]), flush=True)
-            del logits
-            torch.cuda.empty_cache()
     return rows
 
 

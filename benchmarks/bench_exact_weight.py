@@ -20,7 +20,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import interleaved_times  # noqa: E402
+from harness import interleaved_times, random_dpo_batch  # noqa: E402
 
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer, CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
 from ceu_rl.tiny_models import save_tiny_model, tiny_llama_config  # noqa: E402
@@ -89,12 +89,7 @@ def _grpo_batch(tiny_trainer, vocab):
 
 
 def _dpo_batch(trainer, vocab):
-    gen = torch.Generator().manual_seed(0)
-    high = vocab or 320
-    examples = [{"prompt_ids": torch.randint(3, high, (24,), generator=gen).tolist(),
-                 "chosen_ids": torch.randint(3, high, (32,), generator=gen).tolist(),
-                 "rejected_ids": torch.randint(3, high, (32,), generator=gen).tolist()} for _ in range(4)]
-    return trainer._prepare_inputs(trainer.data_collator(examples))
+    return random_dpo_batch(trainer, vocab or 320, pairs=4, prompt_len=24, completion_len=32, seed=0)
 
 
 def _machine() -> dict:

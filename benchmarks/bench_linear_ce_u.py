@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ceu_rl.objectives import ce_u_loss, ce_u_loss_from_logprobs, linear_ce_u_loss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import interleaved_times, max_rss_mib  # noqa: E402
+from harness import cuda_peak_extra_mib, forward_backward_steps, interleaved_times, max_rss_mib  # noqa: E402
 
 
 def _trl_logprob_ce_u(hidden, weight, labels):
@@ -47,11 +47,30 @@ def _trl_logprob_ce_u(hidden, weight, labels):
     return ce_u_loss_from_logprobs(logp, entropy)
 
 
+@functools.cache
+def _liger_loss():
+    from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+    return LigerFusedLinearCrossEntropyLoss()  # mean over labels != -100, as the others
+
+
+def _liger_flce(hidden, weight, labels):
+    return _liger_loss()(weight, hidden, labels)
+
+
 VARIANTS = {
     "linear_ce_u": lambda h, w, y: linear_ce_u_loss(h, w, y),
     "ce_u_logits": lambda h, w, y: ce_u_loss(h @ w.T, y),
     "cross_entropy": lambda h, w, y: F.cross_entropy(h @ w.T, y),
     "trl_logprob_ce_u": _trl_logprob_ce_u,
+}
+# On a GPU (benchmarks/gpu_check.py): the Triton path and Liger-Kernel's fused linear cross entropy (plain CE, the
+# time and memory reference of the issue's goal).
+CUDA_VARIANTS = {
+    "cross_entropy": VARIANTS["cross_entropy"],
+    "linear_ce_u": VARIANTS["linear_ce_u"],
+    "linear_ce_u_triton": lambda h, w, y: linear_ce_u_loss(h, w, y, implementation="triton"),
+    "liger_flce": _liger_flce,
 }
 
 
@@ -114,6 +133,32 @@ def run_point_in_process(n: int, vocab: int, width: int, rounds: int, variants) 
         row["time_ratio_vs_cross_entropy"] = {v: times[v]["median"] / ref for v in variants}
         row["workspace_ratio_vs_cross_entropy"] = {
             v: row["workspace_mib"][v] / row["workspace_mib"]["cross_entropy"] for v in variants}
+    return row
+
+
+def device_point(n: int, vocab: int, width: int, dtype: torch.dtype, rounds: int, variants: dict,
+                 device: str) -> dict:
+    """Forward+backward from hidden states of every variant on one device, in one process: median of interleaved
+    rounds after a warm-up each; on CUDA also the peak allocated above the inputs (the gradients of hidden and
+    weight included; "workspace" without them)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    hidden = torch.randn(n, width, device=device, generator=gen).to(dtype).requires_grad_()
+    weight = (torch.randn(vocab, width, device=device, generator=gen) * (3 / width**0.5)).to(dtype).requires_grad_()
+    labels = torch.randint(0, vocab, (n,), device=device, generator=gen)
+    steps = forward_backward_steps(variants, (hidden, weight, labels), (hidden, weight))
+    for step in steps.values():
+        step()
+    on_cuda = device == "cuda"
+    mem = {k: cuda_peak_extra_mib(step) if on_cuda else None for k, step in steps.items()}
+    times = interleaved_times(steps, rounds, sync=torch.cuda.synchronize if on_cuda else None, warmup=False)
+    grads_mib = (hidden.numel() + weight.numel()) * hidden.element_size() / 2**20
+    row = {"n": n, "vocab": vocab, "hidden": width, "dtype": str(dtype).removeprefix("torch."), "device": device,
+           "rounds": rounds, "time_s": times, "peak_extra_mib": mem,
+           "workspace_mib": {k: None if m is None else m - grads_mib for k, m in mem.items()},
+           "time_ratio_vs_cross_entropy": {k: times[k]["median"] / times["cross_entropy"]["median"] for k in times}}
+    del hidden, weight, steps
+    if on_cuda:
+        torch.cuda.empty_cache()
     return row
 
 

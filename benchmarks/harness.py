@@ -1,4 +1,5 @@
-"""What the trainer benchmarks share: peak memory measured in fresh child processes, interleaved timing rounds."""
+"""What the benchmarks share: peak memory measured in fresh child processes (CPU) or by the CUDA allocator,
+interleaved timing rounds, forward+backward steps over a set of variants."""
 
 from __future__ import annotations
 
@@ -33,15 +34,57 @@ def peak_in_children(script: str, variants, extra_args=()) -> dict[str, float]:
     return peaks
 
 
-def interleaved_times(steps: dict, rounds: int) -> dict[str, dict]:
-    """One warm-up each, then `rounds` rounds of A B A B ...: median, min, max seconds per variant."""
-    for step in steps.values():
-        step()
+def interleaved_times(steps: dict, rounds: int, sync=None, warmup: bool = True) -> dict[str, dict]:
+    """One warm-up each (unless warmup=False), then `rounds` rounds of A B A B ...: median, min, max seconds per
+    variant. `sync` (e.g. torch.cuda.synchronize) is called before the clock starts and before it stops, so that
+    asynchronous GPU work is timed to its end."""
+    sync = sync or (lambda: None)
+    if warmup:
+        for step in steps.values():
+            step()
     times = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             times[name].append(time.perf_counter() - start)
     return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "rounds": len(t)}
             for name, t in times.items()}
+
+
+def forward_backward_steps(variants: dict, inputs: tuple, leaves: tuple) -> dict:
+    """One step per variant: `fn(*inputs).backward()`, then the gradients of `leaves` are dropped (so each step
+    allocates its own, and peak memory counts them)."""
+    def make(fn):
+        def step():
+            fn(*inputs).backward()
+            for leaf in leaves:
+                leaf.grad = None
+        return step
+    return {name: make(fn) for name, fn in variants.items()}
+
+
+def cuda_peak_extra_mib(step) -> float:
+    """Peak CUDA memory that one call of `step` allocates above what is allocated before it (MiB)."""
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def random_dpo_batch(trainer, vocab: int, pairs: int = 4, prompt_len: int = 24, completion_len: int = 32, seed: int = 0):
+    """A DPO batch of random token ids in [3, vocab) through the trainer's own collator and input preparation."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    examples = [{"prompt_ids": torch.randint(3, vocab, (prompt_len,), generator=gen).tolist(),
+                 "chosen_ids": torch.randint(3, vocab, (completion_len,), generator=gen).tolist(),
+                 "rejected_ids": torch.randint(3, vocab, (completion_len,), generator=gen).tolist()}
+                for _ in range(pairs)]
+    return trainer._prepare_inputs(trainer.data_collator(examples))
