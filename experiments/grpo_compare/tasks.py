@@ -6,6 +6,10 @@ where GRPO's and CE-U-GRPO's pushes on negative-advantage tokens differ most.
 
 - "reverse": "Reverse: a b c d =" -> " d c b a"
 - "sort":    "Sort: d a c b =" -> " ( a b c d )" (a fixed format around the answer: tokens every completion shares)
+- "shift":   "Shift: a c f =" -> " b d a" (each letter to the next one, f wraps to a; issue 17's new task)
+
+Rewards: `positional_reward` (partial credit, dense) and `all_correct_reward` (binary success: 1 iff every target
+position is right, issue 17's regime, scored with pass@k).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ def positional_reward(completions, target, **kwargs):
     return scores
 
 
+def all_correct_reward(completions, target, **kwargs):
+    """Binary success: 1.0 iff every whitespace-separated target token is at its position (what follows the
+    answer is ignored, as in `positional_reward`), else 0.0."""
+    return [float(score == 1.0) for score in positional_reward(completions, target)]
+
+
 def _reverse(letters: list[str]) -> str:
     return " ".join(reversed(letters))
 
@@ -34,10 +44,16 @@ def _sort_in_brackets(letters: list[str]) -> str:
     return "( " + " ".join(sorted(letters)) + " )"
 
 
+def _shift(letters: list[str]) -> str:
+    return " ".join(LETTERS[(LETTERS.index(x) + 1) % len(LETTERS)] for x in letters)
+
+
 TASKS = {  # name: (prompt word, target builder)
     "reverse": ("Reverse", _reverse),
     "sort": ("Sort", _sort_in_brackets),
+    "shift": ("Shift", _shift),
 }
+REWARDS = {"positional": positional_reward, "all_correct": all_correct_reward}
 
 
 def make_dataset(task: str, n: int, length: int, seed: int) -> Dataset:
