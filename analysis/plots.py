@@ -1,6 +1,7 @@
 """The gradient-stability figures: (a) gradient magnitude vs confidence (closed form lines, autograd points);
 (b) gradient norm and loss over training steps per objective pair; (c) p_y on the targeted tokens before and after;
-(d) the net push on a token shared by a group's good and bad completions, per CE-U-GRPO variant (group_push.py).
+(d) the net push on a token shared by a group's good and bad completions, per CE-U-GRPO variant (group_push.py);
+(e) the same for a token shared by a DPO pair's chosen and rejected answers, per CE-U-DPO variant (dpo_push.py).
 Each PNG comes with the JSON of the data it draws."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import closed_forms as cf
-from . import group_push
+from . import dpo_push, group_push
 from .empirical import logits_with_label_prob, token_gradient
 
 # panel -> [(objective, closed-form function, kwargs)]
@@ -133,4 +134,8 @@ def make_all(out: str | Path, quick: bool = True) -> dict[str, Path]:
     (out / "group_net_push.json").write_text(json.dumps(push, indent=2))
     group_push.plot_net_push(push, out / "group_net_push.png")
     files["group_net_push"] = out / "group_net_push.png"
+    dpo = dpo_push.net_push_curves(points=51 if quick else 201)
+    (out / "dpo_net_push.json").write_text(json.dumps(dpo, indent=2))
+    dpo_push.plot_net_push(dpo, out / "dpo_net_push.png")
+    files["dpo_net_push"] = out / "dpo_net_push.png"
     return files
