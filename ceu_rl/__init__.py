@@ -14,7 +14,7 @@ from .objectives import (
     unified_cross_entropy,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"  # the one place: pyproject.toml reads it, CITATION.cff and CHANGELOG.md follow (tested)
 
 # Trainers import TRL (seconds): loaded on first use, so `import ceu_rl` for the objectives stays light.
 _LAZY = {
