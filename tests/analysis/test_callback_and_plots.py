@@ -81,7 +81,7 @@ def test_callback_records_grad_norm_loss_and_p(tiny_path, tmp_path):
 
 def test_plot_command_writes_files_and_their_data(tmp_path):
     analysis_main(["plots", "--out", str(tmp_path), "--quick"])
-    for name in ("gradient_vs_confidence", "training_traces", "p_y_before_after", "group_net_push"):
+    for name in ("gradient_vs_confidence", "training_traces", "p_y_before_after", "group_net_push", "dpo_net_push"):
         with Image.open(tmp_path / f"{name}.png") as img:
             assert img.size[0] > 400 and img.size[1] > 200
     data = json.loads((tmp_path / "gradient_vs_confidence.json").read_text())
@@ -95,6 +95,9 @@ def test_plot_command_writes_files_and_their_data(tmp_path):
                                                       rel=1e-6)
     push = json.loads((tmp_path / "group_net_push.json").read_text())
     assert push["panels"][1]["curves"]["ceu_full"]["stable"] == [0.5]  # balanced group: CE-U drags p to 1/2
+    dpo = json.loads((tmp_path / "dpo_net_push.json").read_text())
+    assert dpo["panels"][0]["curves"]["ceu_full g=1"]["stable"] == [0.5]  # a DPO pair: P = M, p* = 1 / (1 + gamma)
+    assert dpo["panels"][0]["curves"]["dpo"]["neutral"] == [0.0, 1.0]
     traces = json.loads((tmp_path / "training_traces.json").read_text())
     assert set(traces) == {"ga", "ce_u", "dpo", "ce_u_dpo", "grpo", "ce_u_grpo"}
     for name, t in traces.items():
