@@ -1,7 +1,7 @@
 """Issue 17: the GRPO token-reweighting family on binary-success tasks, judged by pass@k and entropy.
 
     python -m experiments.grpo_compare.family [--out outputs/grpo_family] [--tasks sort shift]
-        [--learning_rates 5e-4 1e-3] [--seeds 0 1 2] [--methods grpo ceu_min ...] [--max_steps 160]
+        [--learning_rates 2e-4 5e-4] [--seeds 0 1 2] [--methods grpo ceu_min ...] [--max_steps 160]
 
 Per seed and task one tiny model is warm-started (SFT) and shared by every method and learning rate (paired). The
 reward is `all_correct_reward` (1 iff the whole answer is right). Each run is scored on held-out prompts with the
@@ -113,7 +113,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="outputs/grpo_family")
     p.add_argument("--tasks", nargs="+", default=["sort", "shift"], choices=sorted(WORD_LENGTH))
-    p.add_argument("--learning_rates", nargs="+", default=["5e-4", "1e-3"])
+    p.add_argument("--learning_rates", nargs="+", default=["2e-4", "5e-4"])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--max_steps", type=int, default=160)
