@@ -2,7 +2,7 @@
 their speed and memory against F.cross_entropy and Liger-Kernel, and the CE-U trainers' step against TRL's.
 
 On a lent GPU (one command, <= 8 minutes on one H200; the wrapper installs the carried wheels first):
-    bash benchmarks/gpu_check.sh                       # -> $OUT/gpu_check_h200.json (+ .log), or benchmarks/results/
+    bash benchmarks/gpu_check.sh          # -> $OUT/gpu_check_nvidia_h200.json and gpu_check.log (else benchmarks/results/)
 CPU dry run (tiny sizes, torch paths, no Triton, no Liger; what tests/benchmarks/test_gpu_check.py runs):
     .venv/bin/python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check_dry.json
 
@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import importlib.metadata
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -41,7 +43,7 @@ PLAN = {
                 speed=dict(logits_points=[(8192, 32000), (8192, 128256), (16384, 128256)],
                            linear_points=[(8192, 32000, 4096), (16384, 128256, 2048), (8192, 128256, 4096)],
                            rounds=10),
-                trainer_rounds=5),
+                trainer_rounds=10),
     "dry": dict(correctness=dict(vocabs=[1000, 4000], n=64, width=64),
                 speed=dict(logits_points=[(64, 1000)], linear_points=[(64, 1000, 32)], rounds=1),
                 trainer_rounds=1),
@@ -147,7 +149,8 @@ def write(report: dict, out_path: Path) -> None:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, torch paths only (the test suite's run)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "gpu_check.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"),
+                   help="a .json file, or a folder: then gpu_check_<gpu name>.json (gpu_check_dry_run.json) in it")
     p.add_argument("--sections", nargs="+", default=["correctness", "speed", "trainers"])
     p.add_argument("--budget-s", type=float, default=420.0, help="skip trainer sections once this much time is spent")
     args = p.parse_args(argv)
@@ -157,7 +160,10 @@ def main(argv=None) -> dict:
     if args.dry_run:
         torch.set_num_threads(1)
     start, out_path = time.perf_counter(), Path(args.out)
-    has_liger = not args.dry_run and _importable("liger_kernel")
+    if out_path.suffix != ".json":
+        name = "dry_run" if args.dry_run else re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
+        out_path = out_path / f"gpu_check_{name}.json"
+    has_liger = not args.dry_run and _importable("liger_kernel.transformers")
     report = {"command": " ".join(["python", "benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
               "mode": "dry-run" if args.dry_run else "gpu", **device_record(device), "versions": versions(),
               "plan": plan, "tolerance": gpu_check_kernels.TOLERANCE,
@@ -195,9 +201,10 @@ def main(argv=None) -> dict:
 
 def _importable(module: str) -> bool:
     try:
-        __import__(module)
+        importlib.import_module(module)
         return True
-    except Exception:
+    except Exception as err:  # noqa: BLE001  (any import failure means: not measured, say why)
+        print(f"{module} not importable: {err!r}", flush=True)
         return False
 
 

@@ -12,9 +12,9 @@ ref is the float64 autograd of the naive formulas (tests/objectives/reference.na
   are 0 up to rounding; the norm weights every entry by its size, and a systematic error (a wrong row, a scaled
   gradient, a lost term) shows at its true relative size.
 - Against the reference rounded to the output's dtype: a bf16 gradient cannot be closer to the exact value than its
-  own rounding (unit roundoff 2^-8 = 3.9e-3, i.e. a normwise floor of ~1.6e-3, above the 1e-3 goal); measured from
-  the correctly rounded answer, a float32 computation rounded once scores ~1e-5 (rare one-ulp flips at rounding
-  boundaries), an error in the computation scores its size. The unrounded error and that floor are recorded too.
+  own rounding (unit roundoff 2^-8 = 3.9e-3; normwise floor measured 1.6-2.0e-3, above the 1e-3 goal); measured from
+  the correctly rounded answer, a float32 computation rounded once scored 7e-8 to 3e-6 in the dry run (rare one-ulp
+  flips at rounding boundaries), and an error in the computation scores its size. The unrounded error and that floor are recorded too.
 - Norms over all rows could hide a bug confined to a few rows, so the rows with p_y = 1 (float32) get their own
   errors (per-row values from reduction="none" and the row gradients), and ignored rows must be exactly 0.
 """
@@ -22,7 +22,9 @@ ref is the float64 autograd of the naive formulas (tests/objectives/reference.na
 from __future__ import annotations
 
 import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import torch
@@ -128,7 +130,7 @@ def check_case(name, vocab, dtype, device, n, width):
             "tolerance": TOLERANCE[dtype_name]}
     if kind == "linear":
         case["hidden"] = width
-    if implementation == "triton" and device != "cuda":
+    if implementation == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return {**case, "skipped": "Triton path: CUDA only (the dry run checks the torch paths)", "pass": None}
     inputs = logits_inputs(n, vocab, dtype, device) if kind == "logits" else linear_inputs(n, vocab, width, dtype,
                                                                                            device)
@@ -181,14 +183,19 @@ def speed(device, logits_points, linear_points, rounds, with_triton, with_liger)
     if not with_liger:
         linear_variants.pop("liger_flce")
     out = {"ce_u_loss": [], "linear_ce_u": []}
-    for n, vocab in logits_points:
-        out["ce_u_loss"].append(bench_ce_u_loss.device_point(n, vocab, torch.bfloat16, rounds, logits_variants,
-                                                             device))
-        _print_point("ce_u_loss", out["ce_u_loss"][-1])
-    for n, vocab, width in linear_points:
-        out["linear_ce_u"].append(bench_linear_ce_u.device_point(n, vocab, width, torch.bfloat16, rounds,
-                                                                 linear_variants, device))
-        _print_point("linear_ce_u", out["linear_ce_u"][-1])
+    jobs = [("ce_u_loss", (n, vocab), lambda n=n, v=vocab: bench_ce_u_loss.device_point(
+                n, v, torch.bfloat16, rounds, logits_variants, device)) for n, vocab in logits_points]
+    jobs += [("linear_ce_u", (n, vocab, width), lambda n=n, v=vocab, h=width: bench_linear_ce_u.device_point(
+                 n, v, h, torch.bfloat16, rounds, linear_variants, device)) for n, vocab, width in linear_points]
+    for op, size, job in jobs:
+        try:
+            out[op].append(job())
+            _print_point(op, out[op][-1])
+        except Exception:  # one point's failure (e.g. out of memory) must not cost the other points
+            out.setdefault("errors", []).append({"op": op, "size": size, "error": traceback.format_exc()[-3000:]})
+            print(out["errors"][-1]["error"], flush=True)
+            if device == "cuda":
+                torch.cuda.empty_cache()
     out["faster_path"] = faster_paths(out)
     return out
 
