@@ -18,12 +18,42 @@ def _prompt(question: str) -> str:
     return f"Question: {question}\nAnswer:"
 
 
-def preference_pairs(start: int, count: int) -> Dataset:
-    """forget10_perturbed rows [start, start + count) as prompt / chosen / rejected (as recipes/dpo.py)."""
+PAIR_KINDS = ("perturbed", "shared_prefix")
+
+
+def _shared_prefix_rejected(answer: str, perturbed: str) -> str:
+    """The first half of the true answer's words, then the second half of the perturbed answer's: a rejected answer
+    that shares a long prefix with the chosen one (a low edit-distance pair, as in Pal et al. 2024)."""
+    words, other = answer.split(), perturbed.split()
+    return " ".join(words[:len(words) // 2] + other[len(other) // 2:])
+
+
+def preference_pairs(start: int, count: int, kind: str = "perturbed") -> Dataset:
+    """forget10_perturbed rows [start, start + count) as prompt / chosen / rejected. `kind`: "perturbed" (rejected =
+    the perturbed answer, as recipes/dpo.py; the two rarely share a first token) or "shared_prefix" (rejected =
+    `_shared_prefix_rejected`)."""
+    if kind not in PAIR_KINDS:
+        raise ValueError(f"pair kind {kind!r}: use one of {PAIR_KINDS}.")
     rows = load_split("forget10_perturbed").select(range(start, start + count))
+    rejected = [p[0] if kind == "perturbed" else _shared_prefix_rejected(a, p[0])
+                for a, p in zip(rows["answer"], rows["perturbed_answer"])]
     return Dataset.from_dict({"prompt": [_prompt(q) for q in rows["question"]],
                               "chosen": [" " + a for a in rows["answer"]],
-                              "rejected": [" " + p[0] for p in rows["perturbed_answer"]]})
+                              "rejected": [" " + r for r in rejected]})
+
+
+def shared_prefix_fraction(tokenizer, pairs: Dataset) -> dict:
+    """How much the pairs share: the fraction of rejected completion tokens (with EOS) in the common prefix of the
+    pair's tokenised completions, and the fraction of pairs sharing at least their first token."""
+    shared = total = sharing_pairs = 0
+    for chosen, rejected in zip(pairs["chosen"], pairs["rejected"]):
+        a = tokenizer(chosen)["input_ids"] + [tokenizer.eos_token_id]
+        b = tokenizer(rejected)["input_ids"] + [tokenizer.eos_token_id]
+        k = 0
+        while k < min(len(a), len(b)) and a[k] == b[k]:
+            k += 1
+        shared, total, sharing_pairs = shared + k, total + len(b), sharing_pairs + (k > 0)
+    return {"rejected_tokens_shared": shared / total, "pairs_sharing_first_token": sharing_pairs / len(pairs)}
 
 
 def retain_texts(count: int) -> Dataset:

@@ -52,6 +52,10 @@ def markdown(summary: dict, meta: dict, missing: list[str]) -> str:
               "'-' all < 0, '±' mixed). Δ: change of the summed completion log-prob (nats) from the SFT model; "
               "margin: beta (chosen Δ - rejected Δ); acc: fraction of pairs with margin > 0. Per-seed values in "
               "results.json and per_seed.md."]
+    if meta.get("shared_prefix"):
+        fractions = [v["rejected_tokens_shared"] for v in meta["shared_prefix"].values()]
+        lines.append(f"\nRejected completion tokens in the prefix shared with the chosen completion (training pairs): "
+                     f"{min(fractions):.1%} to {max(fractions):.1%} over seeds.")
     if missing:
         lines.append(f"\n**Partial grid**: {len(missing)} runs missing (listed in results.json).")
     lines.append(f"\nCommand: `{meta['command']}`; machine: {meta['machine']}")
@@ -110,6 +114,45 @@ def plot(summary: dict, lrs: list[str], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def plot_tradeoff(summary: dict, lrs: list[str], path: Path, title: str) -> None:
+    """Mean over seeds per method x lr (bars: sd): rejected change against chosen change and against collateral."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(summary)
+    cmap = plt.get_cmap("tab20")
+    markers = ("o", "s", "^", "D")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.6))
+    for ax, (ymetric, ylabel) in zip(axes, (("train_chosen_change", "chosen log-prob change (training pairs, nats)"),
+                                            ("retain_change", "retain-answer log-prob change (collateral, nats)"))):
+        for i, name in enumerate(names):
+            for j, lr in enumerate(lrs):
+                cell = summary[name].get(lr)
+                if cell is None:
+                    continue
+                x, y = cell["train_rejected_change"], cell[ymetric]
+                ax.errorbar(x["mean"], y["mean"], xerr=x["sd"], yerr=y["sd"], fmt=markers[j % len(markers)],
+                            color=cmap(i % 20), ms=6, lw=0.8, label=name if j == 0 else None)
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.axvline(0.0, color="k", lw=0.6)
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_yscale("symlog", linthresh=1.0)
+        ax.margins(0.1)
+        ax.set_xlabel("rejected log-prob change (training pairs, nats; left = suppressed)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    lr_handles = [plt.Line2D([], [], color="gray", marker=markers[j % len(markers)], ls="", label=f"lr {lr}")
+                  for j, lr in enumerate(lrs)]
+    fig.legend(handles + lr_handles, labels + [h.get_label() for h in lr_handles], loc="center right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 0.8, 0.95))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def write_report(out: Path, run_paths: list[Path], methods: list[str], lrs: list[str], meta: dict) -> dict:
     rows = [json.loads(p.read_text()) for p in run_paths if p.is_file()]
     missing = [str(p.relative_to(out)) for p in run_paths if not p.is_file()]
@@ -125,6 +168,9 @@ def write_report(out: Path, run_paths: list[Path], methods: list[str], lrs: list
         title = (f"DPO, the field's fixes and CE-U-DPO variants on TOFU pairs (tiny Llama), seeds {seeds}"
                  + ("" if not missing else f" (PARTIAL: {len(missing)} runs missing)"))
         plot(summary, lrs, out / "dpo_compare.png", title)
-    print(f"results in {out}/results.{{json,md}}, per_seed.md, dpo_compare.png"
+        plot_tradeoff(summary, lrs, out / "dpo_compare_tradeoff.png",
+                      "Suppression vs chosen answer and collateral damage: mean ± sd over seeds " + str(seeds)
+                      + " per method (colour) and learning rate (marker)")
+    print(f"results in {out}/results.{{json,md}}, per_seed.md, dpo_compare.png, dpo_compare_tradeoff.png"
           + (f" ({len(missing)} runs missing)" if missing else ""), flush=True)
     return result

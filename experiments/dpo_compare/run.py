@@ -1,7 +1,8 @@
 """CE-U-DPO against DPO and the field's fixes for likelihood displacement, over seeds and learning rates.
 
     python -m experiments.dpo_compare [--out outputs/dpo_compare] [--seeds 0 1 2 3 4] [--lrs 3e-4 1e-3]
-        [--epochs 4] [--train_pairs 32] [--held_out_pairs 32] [--retain 32] [--methods NAME ...] [--aggregate_only]
+        [--epochs 4] [--train_pairs 32] [--held_out_pairs 32] [--retain 32] [--methods NAME ...]
+        [--pair_kind perturbed|shared_prefix] [--aggregate_only]
 
 Per seed one tiny Llama supervised on both answers of every pair and on the retain answers (the reference of every
 run); per method x learning rate x seed the same training pairs, steps and batch order. Measured per run, from
@@ -62,8 +63,8 @@ def run_metrics(before: dict, after: dict, beta: float) -> dict[str, float]:
 
 
 def load_sets(args) -> dict:
-    return {"train": dpo_data.preference_pairs(0, args.train_pairs),
-            "heldout": dpo_data.preference_pairs(args.train_pairs, args.held_out_pairs),
+    return {"train": dpo_data.preference_pairs(0, args.train_pairs, args.pair_kind),
+            "heldout": dpo_data.preference_pairs(args.train_pairs, args.held_out_pairs, args.pair_kind),
             "retain": dpo_data.retain_texts(args.retain)}
 
 
@@ -77,6 +78,8 @@ def seed_model(out: Path, seed: int, sets: dict, args) -> tuple[str, dict]:
     model = transformers.AutoModelForCausalLM.from_pretrained(path)
     before = scores(model, transformers.AutoTokenizer.from_pretrained(path), sets)
     cache.write_text(json.dumps({k: v.tolist() for k, v in before.items()}))
+    shared = dpo_data.shared_prefix_fraction(transformers.AutoTokenizer.from_pretrained(path), sets["train"])
+    (seed_dir / "shared_prefix.json").write_text(json.dumps(shared))
     return path, before
 
 
@@ -117,6 +120,8 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--sft_epochs", type=int, default=8)
+    p.add_argument("--pair_kind", default="perturbed", choices=dpo_data.PAIR_KINDS,
+                   help="rejected answer: TOFU's perturbed answer, or half the true answer then half the perturbed one")
     p.add_argument("--aggregate_only", action="store_true", help="only rewrite the report from the runs on disk")
     args = p.parse_args(argv)
     methods = select(args.methods)
@@ -147,6 +152,8 @@ def main(argv=None):
     meta = {"command": command, "machine": machine_info(), "seconds_this_call": round(time.time() - start),
             "settings": {k: v for k, v in vars(args).items() if k not in ("out", "aggregate_only")},
             "machine_note": "shared machine (other jobs running): timings are indicative only"}
+    meta["shared_prefix"] = {s: json.loads((out / f"seed{s}" / "shared_prefix.json").read_text())
+                             for s in args.seeds if (out / f"seed{s}" / "shared_prefix.json").is_file()}
     return write_report(out, [_run_path(out, *g) for g in grid], list(methods), args.lrs, meta)
 
 

@@ -87,3 +87,28 @@ def test_completion_logps_by_hand(tmp_path):
                 logits = model(input_ids=torch.tensor([prompt + completion[:t]])).logits[0, -1].double()
                 total += torch.log_softmax(logits, -1)[token].item()
         assert got[i].item() == pytest.approx(total, rel=1e-5)
+
+
+def test_shared_prefix_pairs():
+    assert dpo_data._shared_prefix_rejected("a b c d", "w x y z") == "a b y z"
+    assert dpo_data._shared_prefix_rejected("a b c", "w x y z") == "a y z"
+    pairs = dpo_data.preference_pairs(0, 3, "shared_prefix")
+    plain = dpo_data.preference_pairs(0, 3)
+    assert pairs["chosen"] == plain["chosen"] and pairs["prompt"] == plain["prompt"]
+    for chosen, rejected in zip(pairs["chosen"], pairs["rejected"]):
+        half = chosen.split()[:len(chosen.split()) // 2]
+        assert rejected.split()[:len(half)] == half and rejected != chosen
+    with pytest.raises(ValueError, match="pair kind 'edit'"):
+        dpo_data.preference_pairs(0, 3, "edit")
+
+    class Tok:  # one id per character, EOS = 0
+        eos_token_id = 0
+
+        def __call__(self, text):
+            return {"input_ids": [ord(c) for c in text]}
+
+    from datasets import Dataset
+    toy = Dataset.from_dict({"chosen": ["abc", "xy"], "rejected": ["abd", "zy"]})
+    # pair 1: "ab" shared of "abd"+EOS (4 tokens); pair 2: nothing of "zy"+EOS (3 tokens)
+    assert dpo_data.shared_prefix_fraction(Tok(), toy) == {"rejected_tokens_shared": 2 / 7,
+                                                           "pairs_sharing_first_token": 0.5}
