@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ceu_rl.objectives import ce_u_loss, linear_ce_u_loss
+from ceu_rl.objectives.linear_ce_u import _triton_unavailable_reason
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.objectives.reference import naive_unified  # noqa: E402  (the project's one float64 reference)
@@ -132,6 +133,9 @@ def check_case(name, vocab, dtype, device, n, width):
         case["hidden"] = width
     if implementation == "triton" and device != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return {**case, "skipped": "Triton path: CUDA only (the dry run checks the torch paths)", "pass": None}
+    reason = _triton_unavailable_reason(torch.device(device), torch.float32) if implementation == "triton" else None
+    if reason is not None:  # the op would fall back to torch: checking it would not check the kernel
+        return {**case, "error": f"Triton unavailable: {reason}", "worst_error": math.inf, "pass": False}
     inputs = logits_inputs(n, vocab, dtype, device) if kind == "logits" else linear_inputs(n, vocab, width, dtype,
                                                                                            device)
     value = fn(inputs, "mean")
@@ -158,10 +162,16 @@ def correctness(device, vocabs, n, width, names=None):
     for name in names or IMPLEMENTATIONS:
         for dtype in (torch.float32, torch.bfloat16):
             for vocab in vocabs:
-                cases.append(check_case(name, vocab, dtype, device, n, width))
+                try:
+                    cases.append(check_case(name, vocab, dtype, device, n, width))
+                except Exception:  # e.g. a kernel that does not compile: a failed case, the others still run
+                    cases.append({"name": name, "vocab": vocab, "dtype": str(dtype).removeprefix("torch."),
+                                  "n": n, "device": device, "tolerance": TOLERANCE[str(dtype).removeprefix("torch.")],
+                                  "error": traceback.format_exc()[-3000:], "worst_error": math.inf, "pass": False})
                 c = cases[-1]
                 print(f"  {c['name']:<26} V={vocab:<7} {c['dtype']:<9} "
                       + (f"skipped ({c['skipped']})" if "skipped" in c else
+                         f"ERROR {c['error'].strip().splitlines()[-1]}" if "error" in c else
                          f"worst error {c['worst_error']:.2e} (tol {c['tolerance']:.0e}) "
                          f"{'PASS' if c['pass'] else 'FAIL'}"), flush=True)
                 if device == "cuda":
@@ -177,7 +187,8 @@ def speed(device, logits_points, linear_points, rounds, with_triton, with_liger)
 
     logits_variants = dict(bench_ce_u_loss.CUDA_VARIANTS)
     linear_variants = dict(bench_linear_ce_u.CUDA_VARIANTS)
-    if not with_triton:
+    triton_reason = _triton_unavailable_reason(torch.device(device), torch.float32)
+    if not with_triton or triton_reason is not None:  # never time the torch fallback under the Triton name
         logits_variants.pop("ce_u_loss_triton")
         linear_variants.pop("linear_ce_u_triton")
     if not with_liger:
@@ -197,6 +208,8 @@ def speed(device, logits_points, linear_points, rounds, with_triton, with_liger)
             if device == "cuda":
                 torch.cuda.empty_cache()
     out["faster_path"] = faster_paths(out)
+    if with_triton and triton_reason is not None:
+        out["triton_not_measured"] = triton_reason
     return out
 
 

@@ -167,3 +167,15 @@ def test_goals_and_faster_path_from_synthetic_rows():
     # Triton 1.2x (pass), 1.4x (fail); linear torch 2.0x (fail), triton 1.25x but 1.1x Liger's memory (fail);
     # GRPO ceu_min 1.04x / 0.9x (pass), exact 1.2x (fail)
     assert [g["pass"] for g in goals] == [True, False, False, False, True, False]
+
+
+def test_an_implementation_that_raises_is_a_failed_case(monkeypatch):
+    def broken(x, reduction):
+        raise RuntimeError("kernel failed to compile")
+
+    monkeypatch.setitem(kernels.IMPLEMENTATIONS, "ce_u_loss[torch]", ("logits", "torch", broken))
+    cases = kernels.correctness("cpu", [1000], 64, 64, names=["ce_u_loss[torch]", "linear_ce_u_loss[torch]"])
+    assert [c["pass"] for c in cases] == [False, False, True, True]  # the other implementation still checked
+    assert "kernel failed to compile" in cases[0]["error"]
+    goal = gpu_check.goals({"mode": "dry-run", "correctness": cases})[0]
+    assert goal["pass"] is False and "ce_u_loss[torch] float32" in goal["detail"]
