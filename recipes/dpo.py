@@ -1,6 +1,10 @@
-"""DPO or CE-U-DPO with TRL (CEUDPOTrainer is TRL's DPOTrainer plus loss_type="ceu").
+"""DPO or CE-U-DPO with TRL (CEUDPOTrainer is TRL's DPOTrainer plus loss_type="ceu" and the DPO-Positive baseline
+loss_type="dpop").
 
     python recipes/dpo.py --config recipes/configs/dpo/ceu_tiny.yaml [--any_field value ...]
+
+Configs: ceu_tiny (CE-U-DPO), ceu_prefix_tiny (CE-U only after the prefix the rejected answer shares with the chosen
+one), sigmoid_tiny (TRL's DPO), dpop_tiny (DPO-Positive); any TRL `loss_type` works with `--loss_type`.
 
 Offline default (`model_name_or_path: tiny`, `dataset_name: tofu_perturbed`): a tiny Llama built locally and briefly
 supervised on both answers (so that the rejected answers start likely, as after SFT), and a preference dataset made
