@@ -14,10 +14,8 @@ import functools
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -59,19 +57,6 @@ def peak_memory(variant: str, n: int, vocab: int) -> float:
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"]
-
-
-def timings(n: int, vocab: int, rounds: int) -> dict[str, list[float]]:
-    logits, labels = _inputs(n, vocab)
-    times = {name: [] for name in VARIANTS}
-    for name, fn in VARIANTS.items():  # warm-up
-        _step(fn, logits, labels)
-    for _ in range(rounds):
-        for name, fn in VARIANTS.items():
-            t0 = time.perf_counter()
-            _step(fn, logits, labels)
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def device_point(n: int, vocab: int, dtype: torch.dtype, rounds: int, variants: dict, device: str) -> dict:
@@ -132,12 +117,13 @@ def main() -> None:
     mems = {vocab: {k: peak_memory(k, args.n, vocab) for k in VARIANTS} for vocab in args.vocab}
     results = []
     for vocab in args.vocab:
-        times = timings(args.n, vocab, args.rounds)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        logits, labels = _inputs(args.n, vocab)
+        times = interleaved_times({k: functools.partial(_step, fn, logits, labels) for k, fn in VARIANTS.items()},
+                                  args.rounds)
+        med = {k: v["median"] for k, v in times.items()}
         mem = mems[vocab]
         row = {
-            "n": args.n, "vocab": vocab, "dtype": "float32", "rounds": args.rounds,
-            "time_s": {k: {"median": med[k], "min": min(v), "max": max(v)} for k, v in times.items()},
+            "n": args.n, "vocab": vocab, "dtype": "float32", "rounds": args.rounds, "time_s": times,
             "peak_extra_mib": mem,
             "time_ratio": med["ce_u_loss"] / med["cross_entropy"],
             "memory_ratio": mem["ce_u_loss"] / mem["cross_entropy"],

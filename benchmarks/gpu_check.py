@@ -2,7 +2,7 @@
 their speed and memory against F.cross_entropy and Liger-Kernel, and the CE-U trainers' step against TRL's.
 
 On a lent GPU (one command, <= 8 minutes on one H200; the wrapper installs the carried wheels first):
-    bash benchmarks/gpu_check.sh          # -> $OUT/gpu_check_nvidia_h200.json and gpu_check.log (else benchmarks/results/)
+    bash benchmarks/gpu_check.sh     # -> $OUT/gpu_check_nvidia_h200.json, $OUT/gpu_check.log (else benchmarks/results/)
 CPU dry run (tiny sizes, torch paths, no Triton, no Liger; what tests/benchmarks/test_gpu_check.py runs):
     .venv/bin/python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check_dry.json
 
@@ -161,7 +161,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(1)
     start, out_path = time.perf_counter(), Path(args.out)
     if out_path.suffix != ".json":
-        name = "dry_run" if args.dry_run else re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
+        gpu = "dry_run" if args.dry_run else torch.cuda.get_device_name().lower()
+        name = re.sub(r"[^a-z0-9]+", "_", gpu).strip("_")
         out_path = out_path / f"gpu_check_{name}.json"
     has_liger = not args.dry_run and _importable("liger_kernel.transformers")
     report = {"command": " ".join(["python", "benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),

@@ -14,7 +14,8 @@ ref is the float64 autograd of the naive formulas (tests/objectives/reference.na
 - Against the reference rounded to the output's dtype: a bf16 gradient cannot be closer to the exact value than its
   own rounding (unit roundoff 2^-8 = 3.9e-3; normwise floor measured 1.6-2.0e-3, above the 1e-3 goal); measured from
   the correctly rounded answer, a float32 computation rounded once scored 7e-8 to 3e-6 in the dry run (rare one-ulp
-  flips at rounding boundaries), and an error in the computation scores its size. The unrounded error and that floor are recorded too.
+  flips at rounding boundaries), and an error in the computation scores its size. The unrounded error and that
+  floor are recorded too.
 - Norms over all rows could hide a bug confined to a few rows, so the rows with p_y = 1 (float32) get their own
   errors (per-row values from reduction="none" and the row gradients), and ignored rows must be exactly 0.
 """

@@ -8,8 +8,9 @@ between the trainers, forward + backward (the optimizer step is the same for all
            out), with the advantages set to +1 / -1 on alternate completions so that half the tokens are negative
            (a random-weight model's rewards carry no signal);
   unlearn: trainer.training_step on the first batch of the forget set.
-Time: median of interleaved rounds after a warm-up each; peak memory (CUDA): torch.cuda.max_memory_allocated above
-what is allocated before the step (gradients of the previous step dropped first). Every objective and setting is
+Time: median of interleaved rounds after a warm-up each; peak memory (CUDA): torch.cuda.max_memory_allocated during
+one step above what was allocated before it (a base that holds the previous step's gradients, which the step frees
+before its backward allocates new ones: the same for every variant). Every objective and setting is
 named here and recorded in the JSON (no default that can change is relied on).
 """
 

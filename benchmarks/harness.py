@@ -78,7 +78,8 @@ def cuda_peak_extra_mib(step) -> float:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def random_dpo_batch(trainer, vocab: int, pairs: int = 4, prompt_len: int = 24, completion_len: int = 32, seed: int = 0):
+def random_dpo_batch(trainer, vocab: int, pairs: int = 4, prompt_len: int = 24, completion_len: int = 32,
+                     seed: int = 0):
     """A DPO batch of random token ids in [3, vocab) through the trainer's own collator and input preparation."""
     import torch
 
