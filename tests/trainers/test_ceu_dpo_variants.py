@@ -74,12 +74,13 @@ def _reference_loss(model, ref_model, batch, beta, gamma, objective):
     return -F.logsigmoid(beta * (d[:n] - d[n:])).mean()
 
 
-@pytest.mark.parametrize("objective, gamma", [("ceu_prefix", 1.0), ("ceu_prefix", 4.0), ("ceu_full", 4.0)])
+@pytest.mark.parametrize("objective, gamma, exact", [("ceu_prefix", 1.0, False), ("ceu_prefix", 4.0, False),
+                                                     ("ceu_full", 4.0, False), ("ceu_prefix", 4.0, True)])
 def test_variant_gradient_equals_full_logits_formula(tiny_model_path, shared_prefix_dataset, tmp_path, objective,
-                                                     gamma):
+                                                     gamma, exact):
     trainer = _trainer(tiny_model_path, shared_prefix_dataset,
                        _config(tmp_path, loss_type="ceu", ceu_weight=gamma, rejected_objective=objective,
-                               per_device_train_batch_size=6))
+                               per_device_train_batch_size=6, ceu_exact_gradient=exact))
     batch, loss, ours = _trainer_gradients(trainer)
     ref_loss = _reference_loss(trainer.model, trainer.ref_model, batch, 0.5, gamma, objective)
     ref_loss.backward()
