@@ -20,7 +20,9 @@ SHORT = {"train_chosen_change": "chosen Δ", "train_rejected_change": "rejected 
 
 
 def sign_in_every_seed(values) -> str:
-    """'+' if every per-seed value is > 0, '-' if every one is < 0, '±' otherwise."""
+    """'+' if every per-seed value is > 0, '-' if every one is < 0, '0' if all are 0, '±' otherwise."""
+    if all(v == 0 for v in values):
+        return "0"
     return "+" if all(v > 0 for v in values) else "-" if all(v < 0 for v in values) else "±"
 
 
@@ -39,6 +41,25 @@ def aggregate(rows: list[dict], methods: list[str], lrs: list[str]) -> dict:
     return summary
 
 
+PAIRED = ("train_chosen_change", "train_rejected_change", "heldout_reward_margin", "heldout_reward_accuracy",
+          "retain_change")
+
+
+def paired_signs(summary: dict, baseline: str = "DPO") -> dict:
+    """{method: {lr: {metric: sign of (method - baseline) in every seed both ran}}}: paired, same seed and lr."""
+    out = {}
+    for name, by_lr in summary.items():
+        for lr, cell in by_lr.items():
+            base = summary.get(baseline, {}).get(lr)
+            if name == baseline or base is None:
+                continue
+            common = [s for s in cell["seeds"] if s in base["seeds"]]
+            diffs = {m: [cell[m]["per_seed"][cell["seeds"].index(s)] - base[m]["per_seed"][base["seeds"].index(s)]
+                         for s in common] for m in PAIRED}
+            out.setdefault(name, {})[lr] = {m: sign_in_every_seed(d) for m, d in diffs.items()}
+    return out
+
+
 def markdown(summary: dict, meta: dict, missing: list[str]) -> str:
     columns = ("train_chosen_change", "train_rejected_change", "train_reward_margin", "heldout_chosen_change",
                "heldout_rejected_change", "heldout_reward_margin", "heldout_reward_accuracy", "retain_change")
@@ -52,6 +73,14 @@ def markdown(summary: dict, meta: dict, missing: list[str]) -> str:
               "'-' all < 0, '±' mixed). Δ: change of the summed completion log-prob (nats) from the SFT model; "
               "margin: beta (chosen Δ - rejected Δ); acc: fraction of pairs with margin > 0. Per-seed values in "
               "results.json and per_seed.md."]
+    paired = paired_signs(summary)
+    if paired:
+        lines += ["", "Paired with DPO (same seed and learning rate): sign of (method - DPO) in every seed ('+' higher "
+                  "in every seed, '-' lower in every seed, '0' equal, '±' mixed).", "",
+                  "| method | lr | " + " | ".join(SHORT[m] for m in PAIRED) + " |", "|---|---|" + "---|" * len(PAIRED)]
+        for name, by_lr in paired.items():
+            for lr, signs in by_lr.items():
+                lines.append(f"| {name} | {lr} | " + " | ".join(signs[m] for m in PAIRED) + " |")
     if meta.get("shared_prefix"):
         fractions = [v["rejected_tokens_shared"] for v in meta["shared_prefix"].values()]
         lines.append(f"\nRejected completion tokens in the prefix shared with the chosen completion (training pairs): "
@@ -159,7 +188,7 @@ def write_report(out: Path, run_paths: list[Path], methods: list[str], lrs: list
     summary = aggregate(rows, methods, lrs)
     seeds = sorted({r["seed"] for r in rows})
     result = {**meta, "complete": not missing, "missing_runs": missing, "seeds": seeds, "learning_rates": lrs,
-              "summary": summary, "runs": rows}
+              "summary": summary, "paired_with_dpo": paired_signs(summary), "runs": rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1))
     (out / "results.md").write_text(markdown(summary, meta, missing) + "\n")
