@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
 
 from ceu_rl import CEUDPOConfig, CEUDPOTrainer, CEUGRPOConfig, CEUGRPOTrainer, UnlearnConfig, UnlearnTrainer
+from ceu_rl.console import quiet_trainer
 from ceu_rl.tofu import load_split
 from ceu_rl.tofu.finetune import warm_started_tiny_model
 from ceu_rl.tofu.rewards import forget_answer_penalty
@@ -23,6 +24,12 @@ def _memorised_model(out: Path, questions, answers, rejected, quick: bool) -> st
     return warm_started_tiny_model(out, [*questions, *answers, *rejected] * 2, data, epochs=80 if quick else 60,
                                    max_length=128, batch_size=8, vocab_size=400 if quick else 800,
                                    hidden_size=64 if quick else 128, num_layers=2)
+
+
+def _train(trainer) -> None:
+    """Train with the per-step log dicts in <output_dir>/log.jsonl instead of the terminal."""
+    quiet_trainer(trainer, Path(trainer.args.output_dir) / "log.jsonl")
+    trainer.train()
 
 
 def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) -> dict:
@@ -44,8 +51,8 @@ def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) ->
         cb = GradientTraceCallback(TokenProbabilityProbe(tok, prompts, [" " + a for a in answers]))
         args = UnlearnConfig(output_dir=str(out / objective), objective=objective, prompt_format="plain",
                              max_length=128, ignore_first_n_answer_tokens=0, **common)
-        UnlearnTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args, forget_dataset=forget,
-                       processing_class=tok, callbacks=[cb]).train()
+        _train(UnlearnTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), args=args,
+                              forget_dataset=forget, processing_class=tok, callbacks=[cb]))
         traces[objective] = cb.to_dict()
     pairs = Dataset.from_dict({"prompt": prompts, "chosen": [" " + a for a in answers],
                                "rejected": [" " + r for r in rejected]})
@@ -56,8 +63,8 @@ def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) ->
         # TRL's stock DPOTrainer logs no per-token p: the probe measures p on the rejected tokens for both
         cb = GradientTraceCallback(TokenProbabilityProbe(tok, prompts, [" " + r for r in rejected]))
         model = AutoModelForCausalLM.from_pretrained(model_path)
-        trainer_cls(model=model, ref_model=AutoModelForCausalLM.from_pretrained(model_path), args=config,
-                    train_dataset=pairs, processing_class=tok, callbacks=[cb]).train()
+        _train(trainer_cls(model=model, ref_model=AutoModelForCausalLM.from_pretrained(model_path), args=config,
+                           train_dataset=pairs, processing_class=tok, callbacks=[cb]))
         traces[name] = cb.to_dict()
     # GRPO vs CE-U-GRPO: reward = not reproducing the memorised answer; p on negative-advantage tokens is logged by
     # CEUGRPOTrainer in both modes ("pg" is TRL's loss)
@@ -68,7 +75,8 @@ def run_traces(out: str | Path, quick: bool = True, steps: int | None = None) ->
         config = CEUGRPOConfig(output_dir=str(out / name), negative_objective=objective, bf16=False,
                                gradient_checkpointing=False, per_device_train_batch_size=8, num_generations=4,
                                max_completion_length=16, beta=0.0, **grpo_common)
-        CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path), reward_funcs=forget_answer_penalty,
-                       args=config, train_dataset=prompts_ds, processing_class=tok, callbacks=[cb]).train()
+        _train(CEUGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(model_path),
+                              reward_funcs=forget_answer_penalty, args=config, train_dataset=prompts_ds,
+                              processing_class=tok, callbacks=[cb]))
         traces[name] = cb.to_dict()
     return traces
