@@ -6,8 +6,9 @@ Criteria (each per seed, against "grpo" on the same task, learning rate and warm
 - collapse (item 2): GRPO's entropy over the last 20% of steps < its first 5 steps' (entropy falls) and its pass@64
   below the warm start's (large-k narrowing).
 - frontier (item 4): among the methods whose pass@1 is at most LOSS_AT_1 below GRPO's, the one with the highest
-  pass@64 (ties: pass@16, then pass@1); per seed, at the matched learning rate and at each method's best rate (the
-  rate with the highest seed-mean pass@64 among those within the loss bound in the mean).
+  pass@64 (ties: pass@16, then pass@1; the methods tied on pass@64 and pass@16 are listed too); per seed, at the
+  matched learning rate and at each method's best rate (the rate with the highest seed-mean pass@64, ties: pass@1),
+  against GRPO at its best rate.
 - default: a CE-U variant's pass@1 gain over the warm start >= 0.8x GRPO's and its last entropy >= GRPO's, in every
   task at one learning rate (seed means; and seed by seed).
 """
@@ -60,10 +61,16 @@ def _cells(rows):
     return cells
 
 
-def _winner(candidates: dict, grpo_pass1: float):
-    """Name with the highest (pass@64, pass@16, pass@1) among those with pass@1 >= GRPO's - LOSS_AT_1."""
+def _winner(candidates: dict, grpo_pass1: float) -> dict:
+    """Among the methods with pass@1 >= GRPO's - LOSS_AT_1: the one with the highest (pass@64, pass@16, pass@1), and
+    every one tied with it on (pass@64, pass@16)."""
     ok = {m: c for m, c in candidates.items() if c["pass@1"] >= grpo_pass1 - LOSS_AT_1 - 1e-12}
-    return max(ok, key=lambda m: (ok[m]["pass@64"], ok[m]["pass@16"], ok[m]["pass@1"])) if ok else None
+    if not ok:
+        return {"winner": None, "tied": []}
+    best = max(ok, key=lambda m: (ok[m]["pass@64"], ok[m]["pass@16"], ok[m]["pass@1"]))
+    tied = [m for m in ok if abs(ok[m]["pass@64"] - ok[best]["pass@64"]) < 1e-9
+            and abs(ok[m]["pass@16"] - ok[best]["pass@16"]) < 1e-9]
+    return {"winner": best, "tied": tied}
 
 
 def summarize(rows, methods):
@@ -97,17 +104,15 @@ def summarize(rows, methods):
                 for s in seeds:  # matched rate
                     cand = {m: cells[(task, lr, m)][s] for m in methods if s in cells.get((task, lr, m), {})}
                     frontier.append({"task": task, "setting": f"lr {lr:g}", "seed": s,
-                                     "winner": _winner(cand, grpo[s]["pass@1"]),
+                                     **_winner(cand, grpo[s]["pass@1"]),
                                      "pass@1": {m: c["pass@1"] for m, c in cand.items()},
                                      "pass@64": {m: c["pass@64"] for m, c in cand.items()}})
-        for m in methods:  # best rate per method: highest mean pass@64 with mean pass@1 within the bound of GRPO's
+        for m in methods:  # best rate per method: highest seed-mean pass@64, ties: pass@1
             def score(lr, m=m):
-                c, g = cells.get((task, lr, m)), cells.get((task, lr, "grpo"))
-                if not c or not g:
+                c = cells.get((task, lr, m))
+                if not c:
                     return None
-                p1 = statistics.fmean(x["pass@1"] for x in c.values())
-                g1 = statistics.fmean(x["pass@1"] for x in g.values())
-                return (p1 >= g1 - LOSS_AT_1, statistics.fmean(x["pass@64"] for x in c.values()), p1)
+                return tuple(statistics.fmean(x[k] for x in c.values()) for k in ("pass@64", "pass@1"))
             scored = [(score(lr), lr) for lr in rates if score(lr) is not None]
             if scored:
                 best_rate[f"{task}/{m}"] = max(scored)[1]
@@ -120,7 +125,7 @@ def summarize(rows, methods):
             cand = {m: cells[(task, best_rate[f"{task}/{m}"], m)][s] for m in methods
                     if f"{task}/{m}" in best_rate and s in cells[(task, best_rate[f"{task}/{m}"], m)]}
             frontier.append({"task": task, "setting": "best rate", "seed": s,
-                             "winner": _winner(cand, grpo[s]["pass@1"]),
+                             **_winner(cand, grpo[s]["pass@1"]),
                              "pass@1": {m: c["pass@1"] for m, c in cand.items()},
                              "pass@64": {m: c["pass@64"] for m, c in cand.items()}})
     default = {}
@@ -151,12 +156,13 @@ def markdown(table, collapse, frontier, best_rate, default) -> str:
     def f(c, k, d=3):
         return f"{c[k]['mean']:.{d}f} ± {c[k]['sd']:.{d}f}"
 
-    lines = ["| task | lr | method | seeds | pass@1 | pass@4 | pass@16 | pass@64 | pass@64 - warm (per seed) | "
-             "entropy first -> last | grad-norm var |", "|" + "---|" * 11]
+    lines = ["| task | lr | method | seeds | pass@1 | pass@1 - warm (per seed) | pass@4 | pass@16 | pass@64 | "
+             "pass@64 - warm (per seed) | entropy first -> last | grad-norm var |", "|" + "---|" * 12]
     for c in table:
         per = ", ".join(f"{x:+.3f}" for x in c["pass@64_delta"]["per_seed"])
+        per1 = ", ".join(f"{x:+.3f}" for x in c["pass@1_delta"]["per_seed"])
         lines.append(f"| {c['task']} | {c['learning_rate']:g} | {c['method']} | {len(c['seeds'])} | "
-                     f"{f(c, 'pass@1')} | {f(c, 'pass@4')} | {f(c, 'pass@16')} | {f(c, 'pass@64')} | {per} | "
+                     f"{f(c, 'pass@1')} | {per1} | {f(c, 'pass@4')} | {f(c, 'pass@16')} | {f(c, 'pass@64')} | {per} | "
                      f"{f(c, 'entropy_first', 2)} -> {f(c, 'entropy_last', 2)} | {f(c, 'grad_norm_var')} |")
     warm = {}
     for c in table:
@@ -172,7 +178,8 @@ def markdown(table, collapse, frontier, best_rate, default) -> str:
     lines += ["", f"Frontier winners (highest pass@64 with pass@1 >= GRPO's - {LOSS_AT_1}), per seed:", ""]
     groups = {}
     for fr in frontier:
-        groups.setdefault((fr["task"], fr["setting"]), []).append(f"{fr['seed']}: {fr['winner']}")
+        tied = f" (tied on pass@64 and pass@16: {', '.join(fr['tied'])})" if len(fr["tied"]) > 1 else ""
+        groups.setdefault((fr["task"], fr["setting"]), []).append(f"{fr['seed']}: {fr['winner']}{tied}")
     lines += [f"- {t}, {s}: " + "; ".join(v) for (t, s), v in groups.items()]
     lines += ["", "Best rate per method: " + ", ".join(f"{k} {v:g}" for k, v in best_rate.items()), "",
               "Default test (CE-U variant: pass@1 gain >= 0.8x GRPO's and last entropy >= GRPO's, every task):", ""]
@@ -214,13 +221,14 @@ def plot(rows, methods, path: Path) -> None:
             ax_p.set_xticks(ks, [str(k) for k in ks])
             ax_p.set_title(f"{task}, lr {lr:g}: pass@k (held-out)", fontsize=9)
             ax_p.set_xlabel("k", fontsize=8)
-            ax_e.set_title(f"{task}, lr {lr:g}: entropy per step", fontsize=9)
+            ax_e.set_yscale("log")  # one run at the uniform distribution (~5.5) beside runs at 0.1
+            ax_e.set_title(f"{task}, lr {lr:g}: entropy per step (log scale)", fontsize=9)
             ax_e.set_xlabel("step", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
     fig.suptitle("GRPO token-reweighting family, binary-success reward: pass@k vs k and entropy (mean over seeds)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 1.0 / fig.get_figheight(), 1, 1 - 0.35 / fig.get_figheight()))
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1 - 0.35 / fig.get_figheight()))
     fig.savefig(path, dpi=75)
     plt.close(fig)
 
