@@ -194,7 +194,9 @@ def write_report(out: Path, run_paths: list[Path], methods: list[str], lrs: list
     (out / "results.md").write_text(markdown(summary, meta, missing) + "\n")
     (out / "per_seed.md").write_text(per_seed_markdown(summary))
     if summary:
-        title = (f"DPO, the field's fixes and CE-U-DPO variants on TOFU pairs (tiny Llama), seeds {seeds}"
+        kind = meta.get("settings", {}).get("pair_kind", "perturbed")
+        title = (f"DPO, the field's fixes and CE-U-DPO variants on TOFU pairs ({kind} rejected answers; tiny "
+                 f"Llama), seeds {seeds}"
                  + ("" if not missing else f" (PARTIAL: {len(missing)} runs missing)"))
         plot(summary, lrs, out / "dpo_compare.png", title)
         plot_tradeoff(summary, lrs, out / "dpo_compare_tradeoff.png",
