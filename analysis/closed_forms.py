@@ -18,7 +18,8 @@ def _norms(label, scale_rest, q_sq):
 
 
 def ce(p_y, q_sq):
-    """Cross entropy -log p_y: gradient p - e_y: label p_y - 1, rest (1 - p_y) q_k. L1 2(1-p_y), L2 (1-p_y)sqrt(1+|q|^2)."""
+    """Cross entropy -log p_y: gradient p - e_y: label p_y - 1, rest (1 - p_y) q_k.
+    L1 2(1-p_y), L2 (1-p_y)sqrt(1+|q|^2)."""
     p_y = np.asarray(p_y, dtype=np.float64)
     return _norms(p_y - 1, 1 - p_y, q_sq)
 

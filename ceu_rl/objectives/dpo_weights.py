@@ -52,7 +52,8 @@ def rejected_token_weight(objective: str, rejected_logps: torch.Tensor, rejected
     """
     if objective not in REJECTED_OBJECTIVES:
         raise ValueError(f"rejected_objective={objective!r}: use one of {REJECTED_OBJECTIVES}.")
-    weight = torch.where(rejected_mask.bool(), ceu_weight * ce_u_weight(rejected_logps), torch.ones_like(rejected_logps))
+    ones = torch.ones_like(rejected_logps)
+    weight = torch.where(rejected_mask.bool(), ceu_weight * ce_u_weight(rejected_logps), ones)
     if objective == "ceu_prefix":
         if shared is None:
             raise ValueError("rejected_objective='ceu_prefix' needs the shared-prefix mask (shared_prefix_mask).")

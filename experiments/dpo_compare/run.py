@@ -45,7 +45,8 @@ def pair_metrics(before: torch.Tensor, after: torch.Tensor, beta: float, prefix:
     """Mean change of the chosen and rejected log-prob, reward margin and accuracy over pairs ((pairs, 2) tensors)."""
     change = after - before
     margin = beta * (change[:, 0] - change[:, 1])
-    return {f"{prefix}chosen_change": change[:, 0].mean().item(), f"{prefix}rejected_change": change[:, 1].mean().item(),
+    return {f"{prefix}chosen_change": change[:, 0].mean().item(),
+            f"{prefix}rejected_change": change[:, 1].mean().item(),
             f"{prefix}reward_margin": margin.mean().item(),
             f"{prefix}reward_accuracy": (margin > 0).double().mean().item()}
 

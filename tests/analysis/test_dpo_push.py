@@ -63,7 +63,8 @@ def _constructed(p_shared, chosen_offset):
 CASES = [("dpo", dict(loss_type="sigmoid"), 1.0), ("ceu_full", dict(loss_type="ceu", ceu_weight=1.0), 1.0),
          ("ceu_full", dict(loss_type="ceu", ceu_weight=4.0), 4.0),
          ("ceu_prefix", dict(loss_type="ceu", ceu_weight=4.0, rejected_objective="ceu_prefix"), 4.0),
-         ("dpop", dict(loss_type="dpop", dpop_lambda=50.0), 1.0), ("dpop", dict(loss_type="dpop", dpop_lambda=5.0), 1.0)]
+         ("dpop", dict(loss_type="dpop", dpop_lambda=50.0), 1.0),
+         ("dpop", dict(loss_type="dpop", dpop_lambda=5.0), 1.0)]
 
 
 @pytest.mark.parametrize("variant, config, gamma", CASES)

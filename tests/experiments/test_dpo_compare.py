@@ -55,7 +55,8 @@ def test_one_seed_two_methods_and_resume(tmp_path, capsys):
     assert np.mean(np.array(before["train"])[:, 0]) == pytest.approx(first["logps/chosen"], rel=1e-4)
     assert np.mean(np.array(before["train"])[:, 1]) == pytest.approx(first["logps/rejected"], rel=1e-4)
     assert run["steps"] == 1 and saved["machine"]["torch_cpu_capability"]
-    assert (tmp_path / "dpo_compare.png").stat().st_size > 0 and "| DPO | 1e-3 |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "dpo_compare.png").stat().st_size > 0
+    assert "| DPO | 1e-3 |" in (tmp_path / "results.md").read_text()
     # a second call finds every run on disk: nothing is retrained, the report is the same
     again = dpo_compare.main(argv)
     assert "done in" not in capsys.readouterr().out
