@@ -13,6 +13,8 @@ from ..objectives.token_weights import TOKEN_WEIGHTINGS
 # The default `negative_objective`: one constant. "pg" (TRL's GRPO) because no CE-U variant reached >= 0.8x GRPO's
 # reward gain with entropy <= 1.1x in any task/lr cell of docs/grpo_compare (5 seeds each); "ceu_full" collapsed RL in
 # 30/30 runs. The best CE-U variant there is "ceu_min" (stable at lr 1e-4 only, 0.43-0.50x GRPO's gain).
+# Issue 17 (docs/grpo_compare, binary reward, pass@k): no CE-U variant reached >= 0.8x GRPO's pass@1 gain with
+# entropy >= GRPO's in every task at one rate either (best "ceu_min": 0.34-0.49x, more entropy kept).
 DEFAULT_NEGATIVE_OBJECTIVE = "pg"
 # Older names still accepted (the value is kept as given; the trainer resolves it).
 NEGATIVE_OBJECTIVE_ALIASES = {"ceu": "ceu_full"}

@@ -55,7 +55,8 @@ def test_family_runner_trivial_grid_and_resume(tmp_path):
         assert values == sorted(values) and 0.0 <= values[0] and values[-1] <= 1.0  # pass@k grows with k
     runs = [json.loads(line) for line in (tmp_path / "family_runs.jsonl").read_text().splitlines()]
     assert all(r["steps"] == 4 and len(r["correct_counts_final"]) == family.EVAL_PROMPTS for r in runs)
-    assert (tmp_path / "grpo_family.png").stat().st_size > 0 and "| sort |" in (tmp_path / "family_summary.md").read_text()
+    assert (tmp_path / "grpo_family.png").stat().st_size > 0
+    assert "| sort |" in (tmp_path / "family_summary.md").read_text()
     run_file = next((tmp_path / "family_runs").rglob("seed0.json"))
     before = run_file.stat().st_mtime_ns
     assert family.main(argv)["runs"] == 2 and run_file.stat().st_mtime_ns == before  # resumed: nothing rerun

@@ -115,9 +115,11 @@ def test_members_combined(sharp_model_path, tmp_path, shared_prefix_batch):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(negative_objective="ceu_mix", ceu_mix_lambda=1.5), r"ceu_mix_lambda=1.5 is out of range: use a value in \[0, 1\]"),
+    (dict(negative_objective="ceu_mix", ceu_mix_lambda=1.5),
+     r"ceu_mix_lambda=1.5 is out of range: use a value in \[0, 1\]"),
     (dict(positive_weight=-0.1), r"positive_weight=-0.1 is out of range: use a value >= 0"),
-    (dict(token_weighting="advantage_reweighting", ar_alpha=-0.2), r"ar_alpha=-0.2 is out of range: use a value in \[0, 1\]"),
+    (dict(token_weighting="advantage_reweighting", ar_alpha=-0.2),
+     r"ar_alpha=-0.2 is out of range: use a value in \[0, 1\]"),
     (dict(token_weighting="clip_cov", clip_cov_ratio=2.0), r"clip_cov_ratio=2.0 is out of range"),
     (dict(shared_negative_weight=1.5), r"shared_negative_weight=1.5 is out of range"),
     (dict(token_weighting="lopti"), r"token_weighting='lopti' is not known; use one of \('none'"),
