@@ -44,6 +44,9 @@ METHODS = {
     "ar": {"token_weighting": "advantage_reweighting", "ar_alpha": 0.3},
     "clip_higher": {"epsilon_high": 0.28},
     "entropy_bonus": {"entropy_coef": 0.01},
+    # ~150 valid tokens per loss batch here: 0.02 detaches the top 3 (the paper's 2e-4 would detach none)
+    "clip_cov": {"token_weighting": "clip_cov", "clip_cov_ratio": 0.02},
+    "shared_negative": {"shared_negative_weight": 0.5},  # NTHR-style: half the push on shared negative tokens
 }
 # 8 prompts x 8 completions per generation, used for 4 optimizer steps (steps 2-4 are off-policy: clipping acts)
 BASE = dict(use_cpu=True, bf16=False, loss_type="dapo", beta=0.0, per_device_train_batch_size=16, num_generations=8,

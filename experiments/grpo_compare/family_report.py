@@ -199,7 +199,8 @@ def plot(rows, methods, path: Path) -> None:
     rates = sorted({r["learning_rate"] for r in rows}, reverse=True)
     fig, axes = plt.subplots(len(tasks), 2 * len(rates), figsize=(4.2 * 2 * len(rates), 3.3 * len(tasks) + 1.2),
                              squeeze=False)
-    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    colors = [plt.cm.tab10(i % 10) for i in range(len(methods))]
+    styles = ["-" if i < 10 else ":" for i in range(len(methods))]  # past ten methods: dotted, colours again
     ks = [int(k) for k in KS]
     for ti, task in enumerate(tasks):
         for li, lr in enumerate(rates):
@@ -213,10 +214,12 @@ def plot(rows, methods, path: Path) -> None:
                 if not runs:
                     continue
                 p = np.array([[r["pass_at_k_final"][k] for k in KS] for r in runs])
-                ax_p.plot(ks, p.mean(0), "-o", ms=3, color=colors[mi], lw=1.2, label=f"{m} ({len(runs)} seeds)")
+                ax_p.plot(ks, p.mean(0), styles[mi], marker="o", ms=3, color=colors[mi], lw=1.2,
+                          label=f"{m} ({len(runs)} seeds)")
                 ent = [[h["entropy"] for h in r["history"] if h.get("entropy") is not None] for r in runs]
                 n = min(len(e) for e in ent)
-                ax_e.plot(np.arange(1, n + 1), np.array([e[:n] for e in ent]).mean(0), color=colors[mi], lw=1)
+                ax_e.plot(np.arange(1, n + 1), np.array([e[:n] for e in ent]).mean(0), styles[mi], color=colors[mi],
+                          lw=1)
             ax_p.set_xscale("log", base=4)
             ax_p.set_xticks(ks, [str(k) for k in ks])
             ax_p.set_title(f"{task}, lr {lr:g}: pass@k (held-out)", fontsize=9)
@@ -225,7 +228,7 @@ def plot(rows, methods, path: Path) -> None:
             ax_e.set_title(f"{task}, lr {lr:g}: entropy per step (log scale)", fontsize=9)
             ax_e.set_xlabel("step", fontsize=8)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
     fig.suptitle("GRPO token-reweighting family, binary-success reward: pass@k vs k and entropy (mean over seeds)",
                  fontsize=10)
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1 - 0.35 / fig.get_figheight()))
