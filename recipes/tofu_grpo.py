@@ -4,6 +4,13 @@ tofu_unlearn.py and writes the same results files.
 
     python recipes/tofu_grpo.py --config recipes/configs/tofu/grpo.yaml [--negative_objective pg ...] [--cpu]
 
+Anchors (what keeps the rest of the model in place while the forget answers are pushed down; docs/mini_tofu_rl):
+`--beta 0.1 --use_bias_correction_kl false` (KL to the initial model on the sampled tokens) and/or
+`--retain_coef 1.0` (GradDiff's retain NLL on `retain_batch_size` retain pairs per step, from `retain_split`,
+default the split that completes `forget_split`). The mini-TOFU-scale run (a model of `python -m experiments.mini_tofu`):
+
+    python recipes/tofu_grpo.py --config recipes/configs/tofu/grpo_mini_tofu.yaml --cpu
+
 Per-step logs go to <output_dir>/log.jsonl (the terminal shows one progress bar); `--cpu` and
 `--overwrite_output_dir` as in tofu_unlearn.py.
 """
@@ -23,22 +30,34 @@ from tofu_common import (ModelArguments, check_output_dir, load_model_and_tokeni
                          peft_config, retain_log_for_questions, write_results)
 from tofu_unlearn import TofuArguments, _evaluate  # noqa: E402
 
-from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer  # noqa: E402
+from ceu_rl import CEUGRPOConfig  # noqa: E402
 from ceu_rl.console import quiet_trainer  # noqa: E402
 from ceu_rl.tofu import FORGET_TO_RETAIN, load_split  # noqa: E402
 from ceu_rl.tofu.formatting import format_prompt, resolve_prompt_format  # noqa: E402
 from ceu_rl.tofu.rewards import forget_answer_penalty  # noqa: E402
+from ceu_rl.unlearn.rl_unlearn_trainer import RetainAnchoredGRPOTrainer  # noqa: E402
 
 
 @dataclass
 class PromptArguments:
     prompt_format: str = field(default="auto", metadata={"help": "auto, llama2, chat or plain (prompts and evaluation)"})
-    max_length: int = field(default=512, metadata={"help": "evaluation: max prompt + answer tokens"})
+    max_length: int = field(default=512, metadata={"help": "evaluation (and retain pairs): max prompt + answer tokens"})
+
+
+@dataclass
+class AnchorArguments:
+    """The retain anchor (GradDiff's retain term, Liu et al. arXiv:2203.12817; the TOFU baseline arXiv:2401.06121).
+    The KL anchor is CEUGRPOConfig's `beta` with `use_bias_correction_kl=False`."""
+
+    retain_coef: float = field(default=0.0, metadata={"help": "weight of the retain NLL added to the RL loss (0: none)"})
+    retain_batch_size: int = field(default=16, metadata={"help": "retain question/answer pairs per step"})
+    retain_questions: int | None = field(default=None, metadata={
+        "help": "use only the first n retain questions (mini-TOFU: 120, the 6 authors its models learned)"})
 
 
 def main(argv=None):
-    parser = TrlParser((ModelArguments, TofuArguments, PromptArguments, CEUGRPOConfig))
-    model_args, tofu, prompt_args, cfg, overwrite = parse_recipe_args(parser, argv)
+    parser = TrlParser((ModelArguments, TofuArguments, PromptArguments, AnchorArguments, CEUGRPOConfig))
+    model_args, tofu, prompt_args, anchor, cfg, overwrite = parse_recipe_args(parser, argv)
     check_output_dir(cfg.output_dir, overwrite, resume=bool(cfg.resume_from_checkpoint))
     if tofu.forget_split not in FORGET_TO_RETAIN:
         raise SystemExit(f"error: forget_split must be one of {sorted(FORGET_TO_RETAIN)}, got {tofu.forget_split!r}")
@@ -51,12 +70,22 @@ def main(argv=None):
     retain_log = retain_log_for_questions(retain_log, tofu.eval_questions)
     out = Path(cfg.output_dir)
     eval_args = PromptArguments(fmt, prompt_args.max_length)
-    trainer = CEUGRPOTrainer(model=model, reward_funcs=forget_answer_penalty, args=cfg, train_dataset=prompts,
-                             processing_class=tokenizer, peft_config=peft_config(model_args))
+    retain = None
+    if anchor.retain_coef > 0:
+        retain = load_split(tofu.retain_split or FORGET_TO_RETAIN[tofu.forget_split], tofu.data_source)
+        if anchor.retain_questions:
+            retain = retain.select(range(min(anchor.retain_questions, len(retain))))
+    trainer = RetainAnchoredGRPOTrainer(model=model, reward_funcs=forget_answer_penalty, args=cfg,
+                                        train_dataset=prompts, processing_class=tokenizer,
+                                        peft_config=peft_config(model_args), retain_dataset=retain,
+                                        retain_coef=anchor.retain_coef, retain_batch_size=anchor.retain_batch_size,
+                                        prompt_format=fmt, max_length=prompt_args.max_length)
     quiet_trainer(trainer, out / "log.jsonl", progress=not cfg.disable_tqdm)
     variant = cfg.negative_objective_name  # aliases resolved: "ceu" -> "ceu_full"
     name = {"pg": "grpo", "ceu_full": "ce_u_grpo"}.get(variant, f"ce_u_grpo_{variant.removeprefix('ceu_')}")
-    record = {"model": model_args.model_name_or_path, "objective": name, "forget_split": tofu.forget_split}
+    name += "_kl" * (cfg.beta > 0) + "_retain" * (anchor.retain_coef > 0)
+    record = {"model": model_args.model_name_or_path, "objective": name, "forget_split": tofu.forget_split,
+              "beta": cfg.beta, "retain_coef": anchor.retain_coef}
     if tofu.evaluate_before and trainer.accelerator.is_main_process:
         record["before"] = _evaluate(trainer.model, tokenizer, tofu, eval_args, retain_log, out / "eval_before")
     trainer.train(resume_from_checkpoint=cfg.resume_from_checkpoint)

@@ -69,4 +69,6 @@ class RetainAnchoredGRPOTrainer(CEUGRPOTrainer):
             return loss
         nll = answer_nll(model, self.next_retain_batch())
         self._metrics["train"]["retain/nll"].append(nll.item())
-        return loss + self.retain_coef * nll / self.current_gradient_accumulation_steps
+        # as TRL divides its loss (set by Trainer.train; a direct call outside training: the configured value)
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        return loss + self.retain_coef * nll / accumulation

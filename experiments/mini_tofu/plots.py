@@ -34,7 +34,8 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
     """One panel per learning rate (and per anchor for RL). Points: geometric mean of forget quality (mean of log10)
     and mean model utility over seeds, bars +- 1 sd (forget quality: sd of log10), start = the full model (step 0),
     last point bigger. Legend and title outside the panels (constrained layout), so they cover no data."""
-    lrs, groups = cfg.learning_rates, _groups(cfg.objectives)
+    lrs = sorted({lr for o in cfg.objectives for lr in cfg.lrs_of(o)})  # panels only for learning rates in use
+    groups = _groups(cfg.objectives)
     fig, axes = plt.subplots(len(groups), len(lrs), figsize=(4.6 * len(lrs) + 2.8, 4.3 * len(groups) + 0.9),
                              squeeze=False, sharey=True, layout="constrained")
     palette = plt.get_cmap("tab10" if len(cfg.objectives) <= 10 else "tab20")
