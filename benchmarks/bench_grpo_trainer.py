@@ -27,9 +27,9 @@ from trl import GRPOConfig, GRPOTrainer
 from ceu_rl import CEUGRPOConfig, CEUGRPOTrainer
 from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu import load_split
-from experiments.machine import machine_info
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).resolve().parents[1])]  # harness; repo root
+from experiments.machine import machine_info  # noqa: E402
 from harness import interleaved_times, peak_in_children, report_peak  # noqa: E402
 
 VARIANTS = ("trl", "pg", "ceu_min")
