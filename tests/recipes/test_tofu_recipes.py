@@ -98,7 +98,7 @@ def test_configs_parse_and_accelerate_configs_load():
     from tofu_unlearn import TofuArguments  # noqa: E402
 
     for cfg in sorted((ROOT / "recipes/configs/tofu").glob("*.yaml")):
-        if cfg.stem in ("finetune", "grpo"):  # other recipes (tofu_finetune.py, tofu_grpo.py), run in their own tests
+        if cfg.stem == "finetune" or cfg.stem.startswith("grpo"):  # tofu_finetune.py, tofu_grpo.py: own tests
             continue
         parser = TrlParser((ModelArguments, TofuArguments, UnlearnConfig))
         margs, targs, uargs = parser.parse_args_and_config(
@@ -128,8 +128,27 @@ def test_tofu_grpo_recipe(tiny_tofu, tmp_path):
               "--prompt_format", "plain", "--max_length", "128", "--max_steps", "2", "--per_device_train_batch_size",
               "4", "--num_generations", "4", "--max_completion_length", "8", "--learning_rate", "1e-3",
               "--eval_questions", "2", "--eval_max_new_tokens", "4", "--negative_objective", objective,
-              "--output_dir", str(out)])
+              "--output_dir", str(out), *(["--retain_coef", "1.0", "--retain_batch_size", "2"] * (objective == "pg"))])
         record = json.loads((out / "results.json").read_text())
-        assert record["objective"] == ("grpo" if objective == "pg" else "ce_u_grpo")
+        assert record["objective"] == ("grpo_retain" if objective == "pg" else "ce_u_grpo")
+        assert all(("retain/nll" in h) == (objective == "pg") for h in record["train_log"])
         assert len(record["train_log"]) == 2 and all("reward" in h for h in record["train_log"])
         assert "model_utility" in record["before"] and "model_utility" in record["after"]
+
+
+def test_tofu_grpo_mini_tofu_config_parses_with_its_anchor_options():
+    from trl import TrlParser
+
+    from ceu_rl import CEUGRPOConfig
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    from tofu_common import ModelArguments  # noqa: E402
+    from tofu_grpo import AnchorArguments, PromptArguments  # noqa: E402
+    from tofu_unlearn import TofuArguments  # noqa: E402
+
+    parser = TrlParser((ModelArguments, TofuArguments, PromptArguments, AnchorArguments, CEUGRPOConfig))
+    _, tofu, prompt, anchor, cfg = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes/configs/tofu/grpo_mini_tofu.yaml"), "--retain_coef", "1.0"])
+    assert (cfg.negative_objective, cfg.beta, cfg.use_bias_correction_kl) == ("ceu_prefix", 0.1, False)
+    assert (anchor.retain_coef, anchor.retain_questions, tofu.forget_split) == (1.0, 120, "forget01")
+    assert cfg.per_device_train_batch_size // cfg.num_generations == 2 and cfg.max_completion_length == 48
