@@ -7,7 +7,8 @@ tofu_unlearn.py and writes the same results files.
 Anchors (what keeps the rest of the model in place while the forget answers are pushed down; docs/mini_tofu_rl):
 `--beta 0.1 --use_bias_correction_kl false` (KL to the initial model on the sampled tokens) and/or
 `--retain_coef 1.0` (GradDiff's retain NLL on `retain_batch_size` retain pairs per step, from `retain_split`,
-default the split that completes `forget_split`). The mini-TOFU-scale run (a model of `python -m experiments.mini_tofu`):
+default the split that completes `forget_split`). The mini-TOFU-scale run (a model built by
+`python -m experiments.mini_tofu`):
 
     python recipes/tofu_grpo.py --config recipes/configs/tofu/grpo_mini_tofu.yaml --cpu
 
@@ -49,7 +50,7 @@ class AnchorArguments:
     """The retain anchor (GradDiff's retain term, Liu et al. arXiv:2203.12817; the TOFU baseline arXiv:2401.06121).
     The KL anchor is CEUGRPOConfig's `beta` with `use_bias_correction_kl=False`."""
 
-    retain_coef: float = field(default=0.0, metadata={"help": "weight of the retain NLL added to the RL loss (0: none)"})
+    retain_coef: float = field(default=0.0, metadata={"help": "weight of the retain NLL added to the RL loss (0: off)"})
     retain_batch_size: int = field(default=16, metadata={"help": "retain question/answer pairs per step"})
     retain_questions: int | None = field(default=None, metadata={
         "help": "use only the first n retain questions (mini-TOFU: 120, the 6 authors its models learned)"})

@@ -77,7 +77,8 @@ class MiniTofuConfig:
             raise ValueError(f"learning_rates must be positive, got {self.learning_rates}.")
         for name in ("eval_points", "rl_eval_points"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (the final step is always evaluated), got {getattr(self, name)}.")
+                raise ValueError(f"{name} must be >= 1 (the final step is always evaluated), "
+                                 f"got {getattr(self, name)}.")
         if self.rl_prompts_per_step < 1 or self.rl_generations < 2:
             raise ValueError(f"rl_prompts_per_step must be >= 1 and rl_generations >= 2 (GRPO's advantages compare a "
                              f"prompt's completions), got {self.rl_prompts_per_step} and {self.rl_generations}.")

@@ -156,7 +156,8 @@ def markdown(ans: dict) -> str:
               "| objective | runs | CPU s | of which evaluation | generated tokens |", "|---|---|---|---|---|"]
     for o, c in ans["cost"].items():
         ev = f"{c['eval_cpu_s']['mean']:.1f}" if "eval_cpu_s" in c else "-"
-        tok = f"{c['generated_tokens']['mean']:.0f} ± {c['generated_tokens']['sd']:.0f}" if c["generated_tokens"] else "0"
+        gen = c["generated_tokens"]
+        tok = f"{gen['mean']:.0f} ± {gen['sd']:.0f}" if gen else "0"
         lines.append(f"| {o} | {c['runs']} | {c['cpu_s']['mean']:.1f} ± {c['cpu_s']['sd']:.1f} | {ev} | {tok} |")
     lines += ["", f"### Mechanism at lr {ans['mechanism_lr']:g} (mean over seeds ± sd; after the step's update; "
               "step 0 = the full model)", ""]
@@ -165,7 +166,8 @@ def markdown(ans: dict) -> str:
         lines += [f"**{title}**", "", "| run | " + " | ".join(f"step {s}" for s in steps) + " |",
                   "|---" * (len(steps) + 1) + "|"]
         for name, rows in ans["mechanism"].items():
-            cells = [f"{rows[key][s]['mean']:.3f} ± {rows[key][s]['sd']:.3f}" if s in rows[key] else "-" for s in steps]
+            cells = [f"{rows[key][s]['mean']:.3f} ± {rows[key][s]['sd']:.3f}" if s in rows[key] else "-"
+                     for s in steps]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     same = ans["same_full_and_retain_models"]

@@ -138,7 +138,8 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
     to_run = sum(_load_done(out, cfg, s, n) is None for s, n in todo)
     lines = JobLines(to_run, "mini-tofu")
     print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(report.run_names(cfg))} runs ({len(cfg.objectives)} objectives, "
-          f"{len(cfg.learning_rates)} lr) + full + retain): {to_run} jobs to run ({len(todo) - to_run} done already), {workers} worker(s); "
+          f"{len(cfg.learning_rates)} lr) + full + retain): {to_run} jobs to run ({len(todo) - to_run} done "
+          f"already), {workers} worker(s); "
           f"unlearning evaluated at steps {jobs.unlearn_steps(cfg, forget_size)} (RL: "
           f"{rl_jobs.rl_eval_steps(cfg, forget_size)}); logs in {out}/logs", flush=True)
     if workers > 0 and not report_only:
