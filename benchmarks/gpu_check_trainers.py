@@ -109,6 +109,20 @@ def _ratios(result: dict, reference: str) -> dict:
     return result
 
 
+def _measure_training_steps(bench, trainers: dict, batch, rounds: int) -> dict:
+    """One `training_step` per trainer on the same batch, timed side by side (interleaved rounds)."""
+    def step(trainer):
+        def run():
+            trainer.model.zero_grad(set_to_none=True)
+            trainer.training_step(trainer.model, batch)
+        return run
+
+    for t in trainers.values():
+        t.model.train()
+        t.current_gradient_accumulation_steps = 1
+    return bench.measure({k: step(t) for k, t in trainers.items()}, rounds)
+
+
 def dpo(bench: Bench, rounds: int) -> dict:
     s = bench.sizes
     data = Dataset.from_dict({"prompt": ["a"], "chosen": ["b"], "rejected": ["c"]})
@@ -121,16 +135,7 @@ def dpo(bench: Bench, rounds: int) -> dict:
     batch = random_dpo_batch(trainers["ceu"], bench.config.vocab_size, s["dpo_pairs"], s["dpo_prompt"],
                              s["dpo_completion"])
 
-    def step(trainer):
-        def run():
-            trainer.model.zero_grad(set_to_none=True)
-            trainer.training_step(trainer.model, batch)
-        return run
-
-    for t in trainers.values():
-        t.model.train()
-        t.current_gradient_accumulation_steps = 1
-    result = bench.measure({k: step(t) for k, t in trainers.items()}, rounds)
+    result = _measure_training_steps(bench, trainers, batch, rounds)
     result["settings"] = {k: _settings(t) for k, t in trainers.items()}
     result["batch"] = f"{s['dpo_pairs']} pairs x ({s['dpo_prompt']} prompt + {s['dpo_completion']} completion) tokens"
     return _ratios(result, "trl_sigmoid")
@@ -188,16 +193,7 @@ def unlearn(bench: Bench, rounds: int) -> dict:
                                         processing_class=bench.tokenizer)
     batch = next(iter(trainers["ce_u_fused_linear"].get_train_dataloader()))
 
-    def step(trainer):
-        def run():
-            trainer.model.zero_grad(set_to_none=True)
-            trainer.training_step(trainer.model, batch)
-        return run
-
-    for t in trainers.values():
-        t.model.train()
-        t.current_gradient_accumulation_steps = 1
-    result = bench.measure({k: step(t) for k, t in trainers.items()}, rounds)
+    result = _measure_training_steps(bench, trainers, batch, rounds)
     result["settings"] = {k: _settings(t) for k, t in trainers.items()}
     result["batch"] = f"{s['unlearn_batch']} forget items x up to {s['unlearn_length']} tokens"
     return _ratios(result, "ce_u_from_logits")

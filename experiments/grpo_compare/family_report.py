@@ -19,20 +19,13 @@ import json
 import statistics
 from pathlib import Path
 
+from experiments.grpo_compare.report import _part  # first-5 / last-20% step means, as the issue-10 study
 from experiments.stats import mean_sd
 
 KS = ("1", "4", "16", "64")
 LOSS_AT_1 = 0.05
 GAIN_FRACTION = 0.8
 CEU_METHODS = ("ceu_min", "ceu_mix_0.25", "ceu_mix_0.5")
-FIRST_STEPS = 5
-
-
-def _part(values, part):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return statistics.fmean(values[:FIRST_STEPS] if part == "first" else values[-max(1, len(values) // 5):])
 
 
 def derived(row: dict) -> dict:
