@@ -128,14 +128,18 @@ class _EvaluateAt(TrainerCallback):
             model.train()
 
 
+def load_full_model(out: Path, seed: int):
+    """The seed's finetuned full model and its tokenizer: where every unlearning job, offline or RL, starts."""
+    full = out / "models" / f"seed{seed}" / "full"
+    return AutoTokenizer.from_pretrained(full), AutoModelForCausalLM.from_pretrained(full)
+
+
 def unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path) -> dict:
     """Unlearn the seed's full model with `objective` at `lr`; the eval logs at `unlearn_steps` and the per-step
     trace (loss, gradient norm, mean p_y on forget tokens)."""
     clock = _Clock()
     retain, forget, _ = splits(cfg)
-    full = out / "models" / f"seed{seed}" / "full"
-    tokenizer = AutoTokenizer.from_pretrained(full)
-    model = AutoModelForCausalLM.from_pretrained(full)
+    tokenizer, model = load_full_model(out, seed)
     name = f"{objective}_lr{lr:g}"
     args = UnlearnConfig(**training_args(cfg, out / "runs" / f"seed{seed}" / name, cfg.unlearn_epochs, lr, seed),
                          objective=objective, prompt_format="plain", max_length=256,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import TrainerCallback
 
 from ceu_rl import CEUGRPOConfig
 from ceu_rl.console import quiet_trainer
@@ -26,7 +26,7 @@ from ceu_rl.unlearn.data import pad_batch
 from ceu_rl.unlearn.rl_unlearn_trainer import RetainAnchoredGRPOTrainer
 
 from .config import MiniTofuConfig, rl_objective
-from .jobs import _Clock, _EvaluateAt, evaluate, splits
+from .jobs import _Clock, _EvaluateAt, evaluate, load_full_model, splits
 
 # per-step keys kept in the trace (those present in TRL's / CEUGRPOTrainer's logs)
 TRACE_KEYS = ("step", "loss", "grad_norm", "reward", "entropy", "completions/mean_length", "kl", "retain/nll",
@@ -94,9 +94,7 @@ def rl_unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, ou
     trace, generated tokens, and the CPU seconds of the evaluations (the rest is training: rollouts + updates)."""
     clock = _Clock()
     retain, forget, _ = splits(cfg)
-    full = out / "models" / f"seed{seed}" / "full"
-    tokenizer = AutoTokenizer.from_pretrained(full)
-    model = AutoModelForCausalLM.from_pretrained(full)
+    tokenizer, model = load_full_model(out, seed)
     name = f"{objective}_lr{lr:g}"
     _, anchor = rl_objective(objective)
     prompts = Dataset.from_dict({"prompt": [format_prompt(q, tokenizer, "plain") for q in forget["question"]],
