@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.mini_tofu import MiniTofuConfig, run
-from experiments.mini_tofu.config import OBJECTIVES, main_preset, rl_objective
+from experiments.mini_tofu.config import OBJECTIVES, RL_OBJECTIVES, main_preset, rl_objective
 from experiments.mini_tofu.run import config_from_args, parse
 
 # cut down: 1-layer hidden-32 Llama, 1 retain author, 4 questions per utility set, 2 finetune epochs, 3 unlearning
@@ -84,10 +84,12 @@ def test_evaluating_during_unlearning_does_not_change_training(two_runs, tmp_pat
 
 def test_presets_and_cli():
     main = main_preset()
-    assert len(main.seeds) >= 3 and main.objectives == (*OBJECTIVES, "grpo", "ceu_prefix")  # + GRPO, CE-U-GRPO
+    # + GRPO and CE-U-GRPO, both with the retain anchor
+    assert len(main.seeds) >= 3 and main.objectives == (*OBJECTIVES, "grpo_retain", "ceu_prefix_retain")
     rl = config_from_args(parse(["--full", "--rl"]))
     assert len(rl.seeds) == 5 and rl.out.endswith("mini_tofu_rl_full") and all(rl_objective(o) for o in rl.objectives)
-    assert rl.lrs_of("grpo") == (2e-4, 8e-4) and rl.lrs_of("ceu_full") == (2e-4,) and rl.rl_eval_points == 2
+    assert set(rl.objectives) == set(RL_OBJECTIVES) and len(rl.objectives) == 12 and rl.rl_eval_points == 2
+    assert all(rl.lrs_of(o) == (5e-5, 2e-4, 8e-4) for o in rl.objectives)  # the offline --full grid
     full = config_from_args(parse(["--full"]))
     assert len(full.seeds) >= 5 and len(full.learning_rates) >= 3
     assert max(full.learning_rates) / min(full.learning_rates) >= 10 and 2e-4 in full.learning_rates
