@@ -89,7 +89,8 @@ def test_presets_and_cli():
     rl = config_from_args(parse(["--full", "--rl"]))
     assert len(rl.seeds) == 5 and rl.out.endswith("mini_tofu_rl_full") and all(rl_objective(o) for o in rl.objectives)
     assert set(rl.objectives) == set(RL_OBJECTIVES) and len(rl.objectives) == 12 and rl.rl_eval_points == 2
-    assert all(rl.lrs_of(o) == (5e-5, 2e-4, 8e-4) for o in rl.objectives)  # the offline --full grid
+    assert all(rl.lrs_of(o)[:3] == (5e-5, 2e-4, 8e-4) for o in rl.objectives)  # the offline --full grid, and more:
+    assert rl.lrs_of("grpo_retain") == (5e-5, 2e-4, 8e-4, 1.6e-3, 3.2e-3) and len(rl.lrs_of("grpo")) == 3
     full = config_from_args(parse(["--full"]))
     assert len(full.seeds) >= 5 and len(full.learning_rates) >= 3
     assert max(full.learning_rates) / min(full.learning_rates) >= 10 and 2e-4 in full.learning_rates
