@@ -12,9 +12,9 @@ RL_VARIANTS = {"grpo": "pg", "ceu_full": "ceu_full", "ceu_min": "ceu_min", "ceu_
 RL_ANCHORS = ("", "_kl", "_retain")
 RL_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_VARIANTS)
 # the main job's RL runs (at the matched lr; the rest: --full --rl): the --full --rl study's best CE-U-GRPO form,
-# ceu_prefix with GradDiff's retain NLL, beside GRPO with the same anchor (a like-for-like pair; without an anchor
-# the CE-U variants over-unlearn by step 40: docs/mini_tofu_rl)
-MAIN_RL_OBJECTIVES = ("grpo_retain", "ceu_prefix_retain")
+# ceu_full with GradDiff's retain NLL, beside GRPO with the same anchor (a like-for-like pair; without an anchor the
+# CE-U variants over-unlearn by step 40: docs/mini_tofu_rl)
+MAIN_RL_OBJECTIVES = ("grpo_retain", "ceu_full_retain")
 
 
 def rl_objective(name: str) -> tuple[str, str] | None:

@@ -85,7 +85,7 @@ def test_evaluating_during_unlearning_does_not_change_training(two_runs, tmp_pat
 def test_presets_and_cli():
     main = main_preset()
     # + GRPO and CE-U-GRPO, both with the retain anchor
-    assert len(main.seeds) >= 3 and main.objectives == (*OBJECTIVES, "grpo_retain", "ceu_prefix_retain")
+    assert len(main.seeds) >= 3 and main.objectives == (*OBJECTIVES, "grpo_retain", "ceu_full_retain")
     rl = config_from_args(parse(["--full", "--rl"]))
     assert len(rl.seeds) == 5 and rl.out.endswith("mini_tofu_rl_full") and all(rl_objective(o) for o in rl.objectives)
     assert set(rl.objectives) == set(RL_OBJECTIVES) and len(rl.objectives) == 12 and rl.rl_eval_points == 2
