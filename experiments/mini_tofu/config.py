@@ -109,9 +109,10 @@ def full_preset(**overrides) -> MiniTofuConfig:
 
 
 # --full --rl: every RL objective (4 variants x 3 anchor forms) at the same 3 learning rates as the offline ones.
-# One RL run uses ~35 s of CPU with 2 evaluations (~1.8x an offline run): 180 runs ~ 1.8 CPU-hours. With the retain
-# anchor, GRPO still has >= 0.9x utility at 8e-4 (where the CE-U forms forget far more): it also runs at 2x and 4x
-# that lr, so that GRPO's frontier is not cut short by the grid (and ceu_full/ceu_prefix + retain at 2x).
+# One RL run uses ~35 s of CPU with 2 evaluations (~2x an offline run): with the extra rates below, 200 runs and
+# 7450 s of job CPU in docs/mini_tofu_rl. With the retain anchor, GRPO still has >= 0.9x utility at 8e-4 (where the
+# CE-U forms forget far more): it also runs at 2x and 4x that lr, so that GRPO's frontier is not cut short by the
+# grid (and ceu_full/ceu_prefix + retain at 2x).
 RL_FULL_OBJECTIVES = RL_OBJECTIVES
 RL_FULL_EXTRA_LRS = {"grpo_retain": (1.6e-3, 3.2e-3), "ceu_full_retain": (1.6e-3,), "ceu_prefix_retain": (1.6e-3,)}
 
