@@ -118,8 +118,10 @@ RL_FULL_EXTRA_LRS = {"grpo_retain": (1.6e-3, 3.2e-3), "ceu_full_retain": (1.6e-3
 
 
 def rl_full_preset(**overrides) -> MiniTofuConfig:
-    """`--full --rl`: every RL objective at the --full learning rates (5e-5, 2e-4, 8e-4), plus RL_FULL_EXTRA_LRS,
-    5 seeds, each RL run evaluated at steps 20 and 40 (docs/mini_tofu_rl)."""
-    cfg = full_preset(out="outputs/mini_tofu_rl_full", objectives=RL_FULL_OBJECTIVES)
-    lrs = {o: (*cfg.learning_rates, *extra) for o, extra in RL_FULL_EXTRA_LRS.items()}
-    return replace(cfg, **{"objective_learning_rates": lrs, **overrides})
+    """`--full --rl`: every RL objective at the --full learning rates (5e-5, 2e-4, 8e-4), plus RL_FULL_EXTRA_LRS
+    (unless the learning rates are given), 5 seeds, each RL run evaluated at steps 20 and 40 (docs/mini_tofu_rl)."""
+    cfg = full_preset(**{"out": "outputs/mini_tofu_rl_full", "objectives": RL_FULL_OBJECTIVES, **overrides})
+    if "learning_rates" in overrides or "objective_learning_rates" in overrides:
+        return cfg  # a grid the user chose: exactly that
+    return replace(cfg, objective_learning_rates={o: (*cfg.learning_rates, *extra)
+                                                  for o, extra in RL_FULL_EXTRA_LRS.items()})

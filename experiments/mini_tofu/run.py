@@ -131,7 +131,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"command": command or "python -m experiments.mini_tofu " + " ".join(sys.argv[1:]), "workers": workers,
-            "machine": {**machine_info(), **({"torch_threads": 1} if workers > 0 else {})}}  # workers: init_worker
+            "machine": machine_info(torch_threads=1 if workers > 0 else None)}  # workers: jobs.init_worker
     forget_size = len(load_split(cfg.forget_split))
     records: dict = {}
     todo = [(s, n) for s in cfg.seeds for n in ("full", "retain", *(n for n, _, _ in report.run_names(cfg)))]

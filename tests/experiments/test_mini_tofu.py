@@ -91,6 +91,8 @@ def test_presets_and_cli():
     assert set(rl.objectives) == set(RL_OBJECTIVES) and len(rl.objectives) == 12 and rl.rl_eval_points == 2
     assert all(rl.lrs_of(o)[:3] == (5e-5, 2e-4, 8e-4) for o in rl.objectives)  # the offline --full grid, and more:
     assert rl.lrs_of("grpo_retain") == (5e-5, 2e-4, 8e-4, 1.6e-3, 3.2e-3) and len(rl.lrs_of("grpo")) == 3
+    chosen = config_from_args(parse(["--full", "--rl", "--learning_rates", "2e-4"]))  # the user's grid, exactly
+    assert chosen.lrs_of("grpo_retain") == chosen.lrs_of("ceu_full") == (2e-4,) and len(chosen.seeds) == 5
     full = config_from_args(parse(["--full"]))
     assert len(full.seeds) >= 5 and len(full.learning_rates) >= 3
     assert max(full.learning_rates) / min(full.learning_rates) >= 10 and 2e-4 in full.learning_rates
