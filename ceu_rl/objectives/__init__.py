@@ -1,4 +1,5 @@
-"""Pure loss functions: CE-U, the unified CE/CE-U loss, and the unlearning baselines. No trainer code here."""
+"""Pure loss functions: CE-U, the unified CE/CE-U loss, the unlearning baselines and CE-U's siblings (WGA, WTNPO,
+SatImp, UNDIAL, RMU). No trainer code here."""
 
 from .dpo_weights import dpo_positive_penalty, rejected_ce_u_mask, rejected_token_weight, shared_prefix_mask
 from .exact_weights import label_log_odds, log_one_minus_p
@@ -15,6 +16,16 @@ from .reweighted_logprobs import (
     reweighted_logprobs,
 )
 from .sequence_losses import npo_loss, simnpo_loss
+from .sibling_losses import (
+    rmu_activation_loss,
+    rmu_control_vector,
+    satimp_loss,
+    satimp_weight,
+    undial_loss,
+    wga_loss,
+    wga_weight,
+    wtnpo_loss,
+)
 from .token_losses import ce_u_loss, gradient_ascent_loss, reference_kl_loss, unified_cross_entropy
 from .token_weights import (
     advantage_reweighting_weight,
@@ -51,9 +62,17 @@ __all__ = [
     "rejected_ce_u_mask",
     "rejected_token_weight",
     "reweighted_logprobs",
+    "rmu_activation_loss",
+    "rmu_control_vector",
+    "satimp_loss",
+    "satimp_weight",
     "shared_negative_token_weight",
     "shared_prefix_mask",
     "simnpo_loss",
+    "undial_loss",
     "unified_cross_entropy",
     "unified_cross_entropy_from_logprobs",
+    "wga_loss",
+    "wga_weight",
+    "wtnpo_loss",
 ]
