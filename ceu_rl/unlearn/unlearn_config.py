@@ -17,7 +17,13 @@ OBJECTIVES = {
     "kl": (True, True),
     "idk_dpo": (True, True),
     "ce_u_idk_dpo": (True, True),
+    "wga": (True, False),
+    "satimp": (True, False),
+    "wtnpo": (True, True),
+    "undial": (False, True),
+    "rmu": (True, True),
 }
+RMU_PARAMS = ("all", "paper")
 
 
 @dataclass
@@ -40,6 +46,20 @@ class UnlearnConfig(TrainingArguments):
             - `"idk_dpo"`: DPO with an "I don't know" answer as chosen and the forget answer as rejected, + CE on
               retain (Maini et al. 2024; Rafailov et al. 2023).
             - `"ce_u_idk_dpo"`: the same with CE-U-DPO (DPO's rejected-side gradient ascent replaced by CE-U).
+            CE-U's siblings (`ceu_rl.objectives.sibling_losses`; GradDiff-style retain NLL where they have one, as
+            open-unlearning and the authors' code):
+            - `"wga"`: weighted gradient ascent, per-token weight p^`wga_beta`, + CE on retain (Wang et al., ICLR
+              2025, arXiv 2502.19301; open-unlearning's WGA).
+            - `"satimp"`: weight p^`satimp_beta1` (1 - p)^`satimp_beta2`, + CE on retain (Yang et al., ICML 2025,
+              arXiv 2505.11953; open-unlearning's SatImp).
+            - `"wtnpo"`: token-wise NPO weight times p^`wtnpo_alpha`, reference = the model before unlearning,
+              + CE on retain (arXiv 2502.19301, the authors' code).
+            - `"undial"`: self-distillation to the frozen model's distribution with the label logit lowered by
+              `undial_beta`; no retain term (Dong et al., NAACL 2025, arXiv 2402.10052: the paper uses none;
+              open-unlearning's UNDIAL.yaml has alpha 0). Full B x T x V logits of the forget batch.
+            - `"rmu"`: layer-`rmu_layer` activations on forget tokens pushed toward `rmu_steering_coeff` * u (u a
+              random unit vector seeded by `seed`), + `alpha` * the distance of the same activations to the frozen
+              model's on retain tokens (Li et al., WMDP, arXiv 2403.03218). Which parameters train: `rmu_params`.
         alpha (`float`, defaults to `1.0`): weight of the retain term.
         gamma (`float`, defaults to `1.0`): weight of the forget term.
         beta (`float`, defaults to `0.1`): NPO / DPO temperature (SimNPO: use 2.5, open-unlearning's value).
@@ -53,6 +73,26 @@ class UnlearnConfig(TrainingArguments):
             TRL's fused log-prob head (log-prob and entropy only; float32 error bound in `ce_u_loss_from_logprobs`).
         ce_u_from_logits (`bool`, defaults to `False`): compute CE-U from full logits with `ce_u_loss` (exact at
             p -> 1, B x T x V memory); takes precedence over `ce_u_fused_linear`.
+        wga_beta (`float`, defaults to `1.0`): WGA's exponent (>= 0; 0 is GA). 1.0 is open-unlearning's WGA.yaml and
+            the README's "set to 1.0"; the authors' G-effect code defaults to 5.
+        satimp_beta1 (`float`, defaults to `5.0`), satimp_beta2 (`float`, defaults to `1.0`): SatImp's exponents
+            (>= 0), open-unlearning's SatImp.yaml; the authors' README (tmlr-group/SatImp) recommends beta2 = 0.1.
+            open-unlearning's yaml also sets gamma 0.1, alpha 1 (its README says gamma 1, alpha 0.1, the authors'
+            retain coefficient 0.1): set `gamma` / `alpha` here, whose defaults stay 1.
+        wtnpo_beta (`float`, defaults to `4.0`), wtnpo_alpha (`float`, defaults to `1.5`): WTNPO's temperature and
+            extra exponent (>= 0), the authors' code defaults (tmlr-group/G-effect).
+        undial_beta (`float`, defaults to `10.0`): UNDIAL's logit penalty (>= 0), open-unlearning's UNDIAL.yaml (its
+            grid: 3, 10, 30).
+        rmu_layer (`int`, *optional*): index of the decoder layer whose output is steered. Default
+            min(7, n_layers // 2 - 1) (at least 0): layer 7 as the WMDP paper on 32-layer Zephyr-7B and
+            open-unlearning on 16-layer Llama-3.2-1B, capped at the middle of smaller models (layer 0 of a 2-layer
+            model). Must be < the number of layers.
+        rmu_steering_coeff (`float`, defaults to `2.0`): c, the target's norm (> 0); open-unlearning's TOFU RMU.yaml
+            (the WMDP paper: 6.5 for Zephyr-7B). It should be compared with the layer's activation norm.
+        rmu_params (`str`, defaults to `"all"`): which parameters train: `"all"` (open-unlearning's TOFU RMU.yaml,
+            after the G-effect code; parameters after the steered layer get no gradient from either term) or
+            `"paper"` (the WMDP paper and code: the MLP down-projection weights of layers max(0, l - 2) .. l only;
+            on a 2-layer model with l = 0 that is layer 0's `mlp.down_proj.weight`).
         max_length (`int`, defaults to `256`): prompt + answer tokens per item.
         prompt_format (`str`, defaults to `"auto"`): "llama2", "chat", "plain" or "auto" (see `ceu_rl.tofu.formatting`).
     """
@@ -65,6 +105,15 @@ class UnlearnConfig(TrainingArguments):
     ignore_first_n_answer_tokens: int = field(default=1, metadata={"help": "CE-U: skip the first n answer tokens"})
     ce_u_fused_linear: bool = field(default=True, metadata={"help": "CE-U with the exact fused linear + CE-U op"})
     ce_u_from_logits: bool = field(default=False, metadata={"help": "CE-U from full logits instead of the fused head"})
+    wga_beta: float = field(default=1.0, metadata={"help": "WGA: weight p^beta (>= 0)"})
+    satimp_beta1: float = field(default=5.0, metadata={"help": "SatImp: weight p^beta1 (1-p)^beta2, beta1 >= 0"})
+    satimp_beta2: float = field(default=1.0, metadata={"help": "SatImp: beta2 >= 0"})
+    wtnpo_beta: float = field(default=4.0, metadata={"help": "WTNPO: NPO temperature per token (>= 0)"})
+    wtnpo_alpha: float = field(default=1.5, metadata={"help": "WTNPO: extra exponent p^alpha (>= 0)"})
+    undial_beta: float = field(default=10.0, metadata={"help": "UNDIAL: teacher's label logit lowered by beta"})
+    rmu_layer: int | None = field(default=None, metadata={"help": "RMU: steered layer (default min(7, n//2-1))"})
+    rmu_steering_coeff: float = field(default=2.0, metadata={"help": "RMU: norm c of the target c*u (> 0)"})
+    rmu_params: str = field(default="all", metadata={"help": f"RMU: trainable parameters, one of {RMU_PARAMS}"})
     max_length: int = field(default=256, metadata={"help": "max prompt + answer tokens"})
     prompt_format: str = field(default="auto", metadata={"help": "auto, llama2, chat or plain"})
     # Overrides of TrainingArguments defaults for unlearning
@@ -83,6 +132,18 @@ class UnlearnConfig(TrainingArguments):
             raise ValueError(f"beta must be > 0, got {self.beta}.")
         if self.ignore_first_n_answer_tokens < 0:
             raise ValueError("ignore_first_n_answer_tokens must be >= 0.")
+        for name in ("wga_beta", "satimp_beta1", "satimp_beta2", "wtnpo_beta", "wtnpo_alpha", "undial_beta"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range: use a value >= 0 (see UnlearnConfig's "
+                                 "docstring for each paper's value).")
+        if not self.rmu_steering_coeff > 0:
+            raise ValueError(f"rmu_steering_coeff={self.rmu_steering_coeff} is out of range: use a value > 0 (the "
+                             "norm of RMU's target; 2 in open-unlearning's TOFU config).")
+        if self.rmu_layer is not None and self.rmu_layer < 0:
+            raise ValueError(f"rmu_layer={self.rmu_layer} is out of range: use a layer index >= 0, or None for the "
+                             "default min(7, n_layers // 2 - 1).")
+        if self.rmu_params not in RMU_PARAMS:
+            raise ValueError(f"rmu_params={self.rmu_params!r} is not one of {RMU_PARAMS}.")
 
     @property
     def needs_retain(self) -> bool:

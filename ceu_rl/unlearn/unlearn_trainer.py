@@ -3,12 +3,15 @@
 Per step it reads a forget batch (and a retain batch, and an "I don't know" batch for IdkDPO), gets per-token
 log-probs and entropies from TRL's fused LM head (no B x T x V logits), and calls the objective. The CE-U objectives
 (ce_u, ce_u_retain) instead take the backbone's hidden states and the LM head's weight into `linear_ce_u_loss`
-(exact at p_y -> 1 and no B x T x V logits either). Logged every step: each term of the loss, the mean p_y on forget
+(exact at p_y -> 1 and no B x T x V logits either). CE-U's siblings: WGA, SatImp and WTNPO weight the fused
+head's log-probs (`sibling_losses`), UNDIAL takes full logits of the forget batch and the frozen model's, RMU
+captures one decoder layer's output with a forward hook (`_rmu_terms`). Logged every step: each term of the loss, the mean p_y on forget
 tokens, and transformers' gradient norm.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import types
@@ -27,6 +30,8 @@ from ..tofu.formatting import IGNORE_INDEX, resolve_prompt_format
 from .data import ForgetRetainCollator, ForgetRetainDataset
 from .unlearn_config import UnlearnConfig
 
+TOKEN_WEIGHTED = ("wga", "satimp", "wtnpo")  # gradient ascent with a per-token weight on the fused head's log p
+
 
 def _shifted(batch):
     labels = batch["labels"][:, 1:]
@@ -39,6 +44,55 @@ def _mask_first_answer_tokens(labels: torch.Tensor, n: int) -> torch.Tensor:
         return labels
     answer_pos = (labels != IGNORE_INDEX).cumsum(dim=1)
     return labels.masked_fill((labels != IGNORE_INDEX) & (answer_pos <= n), IGNORE_INDEX)
+
+
+def _label_logps(logits, labels):
+    """log p(label) per position from full logits, without gradient (for the p_y log)."""
+    with torch.no_grad():
+        return torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+
+
+def decoder_layers(model) -> tuple[str, torch.nn.ModuleList]:
+    """(dotted name, ModuleList) of the model's decoder layers: the first ModuleList named layers, h or blocks."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] in ("layers", "h", "blocks"):
+            return name, module
+    raise ValueError("objective='rmu' needs the model's decoder layers (a torch.nn.ModuleList named layers, h or "
+                     "blocks, as in Llama/GPT-2-style models); this model has none.")
+
+
+def rmu_layer_index(rmu_layer: int | None, n_layers: int) -> int:
+    """The steered layer: `rmu_layer`, or min(7, n_layers // 2 - 1) (>= 0) by default (see UnlearnConfig)."""
+    layer = max(0, min(7, n_layers // 2 - 1)) if rmu_layer is None else rmu_layer
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"rmu_layer={layer} is out of range: the model has {n_layers} decoder layers; use 0 .. "
+                         f"{n_layers - 1} (or None for the default).")
+    return layer
+
+
+def _train_only_rmu_paper_params(model, layers_name: str, layer: int) -> None:
+    """The WMDP paper's choice: only the MLP down-projection weights of layers max(0, l - 2) .. l train."""
+    keep = {f"{layers_name}.{i}.mlp.down_proj.weight" for i in range(max(0, layer - 2), layer + 1)}
+    names = {n for n, _ in model.named_parameters()}
+    if not keep <= names:
+        raise ValueError(f"rmu_params='paper' trains {sorted(keep)}, which this model lacks; use rmu_params='all'.")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in keep)
+
+
+@contextlib.contextmanager
+def _captured_output(module):
+    """Record `module`'s forward output (its first element when a tuple) in the yielded list."""
+    cache = []
+
+    def hook(_module, _args, output):
+        cache.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield cache
+    finally:
+        handle.remove()
 
 
 def linear_head_unsupported_reason(model) -> str | None:
@@ -106,6 +160,16 @@ class UnlearnTrainer(Trainer):
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if args.needs_reference and ref_model is None:
             ref_model = None if peft_config is not None else copy.deepcopy(model)
+        if args.objective == "rmu":
+            layers_name, layers = decoder_layers(model)
+            self._rmu_layer = rmu_layer_index(args.rmu_layer, len(layers))
+            if args.rmu_params == "paper":
+                if peft_config is not None:
+                    raise ValueError("rmu_params='paper' with a peft_config: the adapter decides which parameters "
+                                     "train; use rmu_params='all'.")
+                _train_only_rmu_paper_params(model, layers_name, self._rmu_layer)
+            self._rmu_target = obj.rmu_control_vector(model.config.get_text_config().hidden_size,
+                                                      args.rmu_steering_coeff, seed=args.seed)
         add_fused_lm_head(model, outputs=("log_probs", "entropy"))
         self._linear_ce_u = (args.objective in ("ce_u", "ce_u_retain") and args.ce_u_fused_linear
                              and not args.ce_u_from_logits)
@@ -133,6 +197,10 @@ class UnlearnTrainer(Trainer):
                 self.ref_model = prepare_fsdp(ref_model, self.accelerator)
             else:
                 self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        if args.objective == "rmu":  # the steered layer of the trained model and of the frozen one
+            self._rmu_module = decoder_layers(self.model)[1][self._rmu_layer]
+            ref = self.model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
+            self._rmu_ref_module = decoder_layers(ref)[1][self._rmu_layer]
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     # ---- forward helpers -------------------------------------------------------------------------------------
@@ -171,6 +239,11 @@ class UnlearnTrainer(Trainer):
         if a.objective.startswith("ce_u") and not a.objective.endswith("idk_dpo"):
             forget = {**forget, "labels": _mask_first_answer_tokens(forget["labels"], a.ignore_first_n_answer_tokens)}
         terms = {}
+        if a.objective == "rmu":
+            terms, logp, mask = self._rmu_terms(model, inputs)
+            loss = a.gamma * terms["forget"] + a.alpha * terms["retain"]
+            self._log_step(terms, logp, mask)
+            return (loss, None) if return_outputs else loss
         if self._linear_ce_u:
             loss, logp, mask = self._linear_ce_u_step(model, forget, inputs.get("retain"))
             terms["total" if a.objective == "ce_u_retain" else "forget"] = loss
@@ -179,9 +252,13 @@ class UnlearnTrainer(Trainer):
         if a.ce_u_from_logits and a.objective in ("ce_u", "ce_u_retain"):
             logits = self._logits(model, forget)
             labels, mask = _shifted(forget)
-            with torch.no_grad():
-                logp = torch.log_softmax(logits.float(), -1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            logp = _label_logps(logits, labels)
             terms["forget"] = obj.ce_u_loss(logits, labels)
+        elif a.objective == "undial":
+            logits = self._logits(model, forget)
+            labels, mask = _shifted(forget)
+            logp = _label_logps(logits, labels)
+            terms["forget"] = obj.undial_loss(logits, self._ref_logits(forget), labels, beta=a.undial_beta)
         else:
             logp, ent, mask = self._token_logps(model, forget)
             no_unlearn = torch.zeros_like(mask)
@@ -193,6 +270,8 @@ class UnlearnTrainer(Trainer):
                 terms["forget"] = obj.simnpo_loss(logp.sum(1), mask.sum(1).clamp(min=1), beta=a.beta, delta=a.delta)
             elif a.objective == "ce_u":
                 terms["forget"] = obj.ce_u_loss_from_logprobs(logp, ent, mask)
+            elif a.objective in TOKEN_WEIGHTED:
+                terms["forget"] = self._token_weighted_loss(logp, mask, forget)
             elif a.objective.endswith("idk_dpo"):
                 idk_logp, idk_ent, idk_mask = self._token_logps(model, inputs["idk"])
                 ref_idk, ref_forget = self._ref_logps(inputs["idk"]).sum(1), self._ref_logps(forget).sum(1)
@@ -232,6 +311,32 @@ class UnlearnTrainer(Trainer):
                 loss = loss + a.alpha * terms["retain"]
         self._log_step(terms, logp, mask)
         return (loss, None) if return_outputs else loss
+
+    def _token_weighted_loss(self, logp, mask, forget):
+        """WGA, SatImp or WTNPO on the forget tokens: gradient ascent with the objective's per-token weight."""
+        a = self.args
+        if a.objective == "wga":
+            return obj.wga_loss(logp, mask, beta=a.wga_beta)
+        if a.objective == "satimp":
+            return obj.satimp_loss(logp, mask, beta1=a.satimp_beta1, beta2=a.satimp_beta2)
+        return obj.wtnpo_loss(logp, self._ref_logps(forget), mask, beta=a.wtnpo_beta, alpha=a.wtnpo_alpha)
+
+    def _rmu_terms(self, model, inputs):
+        """RMU (arXiv 2403.03218): the steered layer's output on forget answer tokens vs c u, and on retain answer
+        tokens vs the frozen model's (with PEFT: the base model, adapter disabled). The fused head's forward runs
+        to the end (its log p_y is logged); the loss reads only the hooked activations. Activations at the answer
+        tokens' own positions (labels != -100, unshifted), as open-unlearning."""
+        forget, retain = inputs["forget"], inputs["retain"]
+        with _captured_output(self._rmu_module) as acts:
+            logp, _, mask = self._token_logps(model, forget)
+        target = self._rmu_target.to(acts[0].device)
+        terms = {"forget": obj.rmu_activation_loss(acts[0], target, forget["labels"] != IGNORE_INDEX)}
+        with _captured_output(self._rmu_module) as acts:
+            self._token_logps(model, retain)
+        with _captured_output(self._rmu_ref_module) as ref_acts:
+            self._ref_logps(retain)
+        terms["retain"] = obj.rmu_activation_loss(acts[0], ref_acts[0], retain["labels"] != IGNORE_INDEX)
+        return terms, logp.detach(), mask
 
     def _linear_ce_u_step(self, model, forget, retain):
         """CE-U on the forget tokens (ce_u), or the unified loss, one token mean over CE-U on forget tokens and CE on
