@@ -2,7 +2,11 @@
 
     python -m ceu_rl.tofu.evaluate --model PATH_OR_HUB_ID --forget_split forget10 --out DIR [--retain_log RETAIN.json]
 
-writes DIR/TOFU_EVAL.json (per-question values, keys as open-unlearning's) and DIR/TOFU_SUMMARY.json.
+writes DIR/TOFU_EVAL.json (per-question values, keys as open-unlearning's) and DIR/TOFU_SUMMARY.json: forget
+quality, model utility and their components, and open-unlearning's privacy and memorization metrics (the MIAs
+mia_loss / mia_zlib / mia_min_k / mia_min_k_plus_plus / mia_gradnorm [/ mia_reference with --reference_model] between
+the forget split and its holdout split, privleak, extraction_strength, exact_memorization; --no_privacy skips them,
+--no_gradnorm the most expensive one).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm  # TQDM_DISABLE=1 silences the bars
 
-from . import metrics
+from . import memorization, metrics, mia
 from .data import load_split
 from .formatting import IGNORE_INDEX, encode_qa, prompt_ids, resolve_prompt_format
 
@@ -59,6 +63,100 @@ def greedy_answers(model, tokenizer, questions, prompt_format, max_new_tokens=20
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
         outs.extend(t.strip() for t in tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True))
     return outs
+
+
+def _pad_batch(batch, pad):
+    width = max(len(e["input_ids"]) for e in batch)
+    ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch])
+    attn = (torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in batch])[:, None]).long()
+    return ids, attn
+
+
+@torch.no_grad()
+def answer_token_stats(model, tokenizer, questions, answers, prompt_format, max_length=512, batch_size=16,
+                       desc="token stats"):
+    """Per (question, answer), from one teacher-forced forward pass, in float64 from the model's logits, what the
+    privacy and memorization metrics read (open-unlearning's `evaluate_probability`, `tokenwise_logprobs` and
+    `tokenwise_vocab_logprobs`):
+
+    avg_loss     mean NLL of every labelled token (answer + EOS)
+    logprobs     log p of the labelled tokens except the last (EOS), as tokenwise_logprobs
+    mu, var      mean and variance of log p over the vocabulary at those positions (min-k++)
+    preds        argmax predictions at those positions; `targets` the tokens there (EM, ES)
+    text         the labelled tokens decoded with skip_special_tokens=True (zlib)
+    """
+    encoded = [encode_qa(tokenizer, q, a, prompt_format, max_length) for q, a in zip(questions, answers)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for batch in tqdm(list(_batches(encoded, batch_size)), desc=desc, leave=False):
+        ids, attn = _pad_batch(batch, pad)
+        logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
+        for row, e in enumerate(batch):
+            labelled = [j for j, t in enumerate(e["labels"]) if t != IGNORE_INDEX]
+            # only the answer positions go to float64 (a (seq, vocab) float64 tensor of a 7B model would not fit)
+            lp = torch.log_softmax(logits[row, [j - 1 for j in labelled]].double(), dim=-1)
+            tokens = torch.tensor([e["input_ids"][j] for j in labelled], device=lp.device)
+            answer_lp = lp.gather(1, tokens[:, None])[:, 0]
+            scored = lp[:-1]  # positions predicting every labelled token but the last
+            mu, var = mia.vocab_moments(scored)
+            out.append({"avg_loss": mia.loss_score(answer_lp.cpu().numpy()),
+                        "logprobs": answer_lp[:-1].cpu().numpy(), "mu": mu, "var": var,
+                        "preds": scored.argmax(-1).cpu().numpy(), "targets": tokens[:-1].cpu().numpy(),
+                        "text": tokenizer.decode([e["input_ids"][j] for j in labelled], skip_special_tokens=True)})
+    return out
+
+
+def gradnorm_scores(model, tokenizer, questions, answers, prompt_format, max_length=512, p=mia.GRADNORM_P,
+                    desc="gradnorm"):
+    """Per (question, answer), `mia.gradient_norm` (one forward and backward pass each, as open-unlearning's batch
+    size 1)."""
+    out = []
+    for q, a in tqdm(list(zip(questions, answers)), desc=desc, leave=False):
+        e = encode_qa(tokenizer, q, a, prompt_format, max_length)
+        out.append(mia.gradient_norm(model, torch.tensor(e["input_ids"]), torch.tensor(e["labels"]), p))
+    return out
+
+
+def _mia_scores(stats, reference_stats=None):
+    """attack key -> per-item scores from `answer_token_stats` (gradnorm is computed apart)."""
+    scores = {
+        "mia_loss": [s["avg_loss"] for s in stats],
+        "mia_zlib": [mia.zlib_score(s["avg_loss"], s["text"]) for s in stats],
+        "mia_min_k": [mia.min_k_score(s["logprobs"]) for s in stats],
+        "mia_min_k_plus_plus": [mia.min_k_plus_plus_score(s["logprobs"], s["mu"], s["var"]) for s in stats],
+    }
+    if reference_stats is not None:
+        scores["mia_reference"] = [mia.reference_score(s["avg_loss"], r["avg_loss"])
+                                   for s, r in zip(stats, reference_stats)]
+    return scores
+
+
+def privacy_metrics(model, tokenizer, forget_rows, holdout_rows, fmt, batch_size=16, max_length=512, gradnorm=True,
+                    reference_model=None) -> dict:
+    """open-unlearning's TOFU privacy and memorization metrics: the MIAs (`mia.ATTACKS`; mia_gradnorm when
+    `gradnorm`, mia_reference when a `reference_model` sharing the tokenizer is given) between the forget and the
+    holdout items, and extraction strength and exact memorization on the forget items. `*_rows`: dicts of columns
+    with question / answer. One forward pass per item and model, plus a backward pass per item for gradnorm."""
+    kw = dict(max_length=max_length, batch_size=batch_size)
+    per_split, reference = {}, {}
+    for split, rows in (("forget", forget_rows), ("holdout", holdout_rows)):
+        per_split[split] = answer_token_stats(model, tokenizer, rows["question"], rows["answer"], fmt,
+                                              desc=f"{split} token stats", **kw)
+        if reference_model is not None:
+            reference[split] = answer_token_stats(reference_model, tokenizer, rows["question"], rows["answer"], fmt,
+                                                  desc=f"{split} reference", **kw)
+    scores = {split: _mia_scores(per_split[split], reference.get(split)) for split in per_split}
+    if gradnorm:
+        for split, rows in (("forget", forget_rows), ("holdout", holdout_rows)):
+            scores[split]["mia_gradnorm"] = gradnorm_scores(model, tokenizer, rows["question"], rows["answer"], fmt,
+                                                            max_length, desc=f"{split} gradnorm")
+    log = {key: mia.mia_entry(scores["forget"][key], scores["holdout"][key])
+           for key in mia.ATTACKS if key in scores["forget"]}
+    es = [memorization.extraction_strength(s["preds"], s["targets"]) for s in per_split["forget"]]
+    em = [memorization.exact_memorization(s["preds"], s["targets"]) for s in per_split["forget"]]
+    log["extraction_strength"] = _metric([{"score": v} for v in es], memorization.extraction_strength_mean(es))
+    log["exact_memorization"] = _metric([{"score": v} for v in em], memorization.exact_memorization_mean(em))
+    return log
 
 
 def _by_index(values):
@@ -120,13 +218,24 @@ def evaluate_split(model, tokenizer, rows, prefix, fmt, has_paraphrase, forget, 
     return log
 
 
+HOLDOUT_OF = {"forget01": "holdout01", "forget05": "holdout05", "forget10": "holdout10"}
+
+
 def evaluate_tofu(model, tokenizer, forget_split="forget10", data_source=None, prompt_format="auto",
                   retain_log: dict | None = None, max_new_tokens=200, batch_size=16, max_length=512,
-                  subsets: dict | None = None) -> dict:
+                  subsets: dict | None = None, privacy: bool = True, gradnorm: bool = True, reference_model=None,
+                  holdout_split: str | None = None) -> dict:
     """Evaluate on the forget split, the retain set, real authors and world facts. Returns the TOFU_EVAL dict.
 
-    `subsets` optionally restricts an eval set to some rows, e.g. {"retain": range(160)} (the mini-TOFU default).
-    `retain_log`: a retain model's TOFU_EVAL dict, for forget_quality (else it is left out).
+    `subsets` optionally restricts an eval set to some rows, e.g. {"retain": range(160)} (the mini-TOFU default);
+    the holdout set takes subsets["holdout"], else the forget set's subset.
+    `retain_log`: a retain model's TOFU_EVAL dict, for forget_quality (else it is left out) and privleak (its
+    mia_min_k AUC; without one, or without that key, open-unlearning's reference AUC 0.5).
+    `privacy`: also open-unlearning's privacy and memorization metrics (`privacy_metrics`: the MIAs between the forget
+    items and the holdout split `holdout_split`, default the forget split's (holdout01/05/10), extraction strength,
+    exact memorization, privleak); `gradnorm=False` skips the per-item backward passes of mia_gradnorm;
+    `reference_model` (sharing the tokenizer, e.g. the retain model) adds mia_reference. They only add keys: every
+    other value is computed as without them.
     """
     fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
     subsets = subsets or {}
@@ -143,11 +252,27 @@ def evaluate_tofu(model, tokenizer, forget_split="forget10", data_source=None, p
         if prefix in subsets:
             data = data.select(list(subsets[prefix]))
         rows = data.to_dict()
+        if prefix == "forget":
+            forget_rows = rows
         log.update(evaluate_split(model, tokenizer, rows, prefix, fmt, has_para, forget, max_new_tokens, batch_size,
                                   max_length))
+    if privacy:
+        holdout_split = holdout_split or HOLDOUT_OF.get(forget_split)
+        if holdout_split is None:
+            raise ValueError(f"No default holdout split for forget_split={forget_split!r}: pass holdout_split= one "
+                             f"of {sorted(HOLDOUT_OF.values())}, or privacy=False.")
+        holdout = load_split(holdout_split, data_source)
+        if "holdout" in subsets or "forget" in subsets:
+            holdout = holdout.select(list(subsets.get("holdout", subsets.get("forget"))))
+        if reference_model is not None:
+            reference_model.eval()
+        log.update(privacy_metrics(model, tokenizer, forget_rows, holdout.to_dict(), fmt, batch_size, max_length,
+                                   gradnorm, reference_model))
     summary = metrics.summary_from_eval_log(log, retain_log)
     log["model_utility"] = {"agg_value": summary["model_utility"]}
     log["forget_quality"] = {"agg_value": summary.get("forget_quality")}
+    if "privleak" in summary:
+        log["privleak"] = {"agg_value": summary["privleak"]}
     return log
 
 
@@ -173,15 +298,25 @@ def main(argv=None):
     p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"])
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--max_new_tokens", type=int, default=200)
+    p.add_argument("--no_privacy", action="store_true",
+                   help="skip the MIAs, privleak, extraction strength and exact memorization")
+    p.add_argument("--no_gradnorm", action="store_true", help="skip mia_gradnorm (one backward pass per item)")
+    p.add_argument("--reference_model", help="hub id or path of a reference model (e.g. the retain model) for "
+                                             "mia_reference; it must share the evaluated model's tokenizer")
     args = p.parse_args(argv)
     from .score import _read
 
     retain = _read(args.retain_log) if args.retain_log else None  # missing or broken: one "error:" line, before loading
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto")
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    reference = None
+    if args.reference_model and not args.no_privacy:
+        reference = AutoModelForCausalLM.from_pretrained(args.reference_model, dtype="auto").to(device).eval()
     log = evaluate_tofu(model, tokenizer, args.forget_split, args.data_source, args.prompt_format, retain,
-                        args.max_new_tokens, args.batch_size)
+                        args.max_new_tokens, args.batch_size, privacy=not args.no_privacy,
+                        gradnorm=not args.no_gradnorm, reference_model=reference)
     print(json.dumps(write_eval(log, args.out, retain), indent=2))
 
 

@@ -9,6 +9,10 @@ Per question, an answer's length-normalised probability is exp(-avg_loss), avg_l
   normalised prob   = p(answer) / (p(answer) + sum_j p(perturbed_j) + 1e-10)   (real authors, world facts)
   forget quality    = KS-test p-value of the per-question forget truth ratios vs the retain model's
   model utility     = harmonic mean of the 9 retain / real-authors / world-facts values in `UTILITY_KEYS`
+
+and open-unlearning's privacy and memorization metrics, from their per-item values (definitions in `mia`,
+`memorization` and `privacy`): every MIA's AUC (`mia.ATTACKS`), privleak (min-k AUC against the retain log's),
+extraction strength and exact memorization.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from rouge_score import rouge_scorer
 from scipy.stats import hmean, ks_2samp
+
+from . import memorization, mia
+from .privacy import privleak
 
 EPS = 1e-10
 # open-unlearning's TOFU_EVAL.json keys of the model-utility components
@@ -88,19 +95,68 @@ def _items(log: Mapping, key: str) -> list:
     return list(log[key]["value_by_index"].values())
 
 
-def _values(log: Mapping, key: str, field: str, name: str = "the eval log") -> list[float]:
-    """Per-question `field` of `key`, checked: a NaN or missing value would make every aggregate NaN or wrong."""
+def _values(log: Mapping, key: str, field: str, name: str = "the eval log", allow_none: bool = False) -> list:
+    """Per-question `field` of `key`, checked: a NaN or missing value would make every aggregate NaN or wrong.
+    `allow_none`: a None value is kept as None (open-unlearning's exact memorization of an item without tokens)."""
     items = _items(log, key)
     if not items:
         raise ValueError(f"{name}: {key!r} has no questions (empty value_by_index).")
     values = []
     for index, item in zip(log[key]["value_by_index"], items):
         value = item.get(field) if isinstance(item, Mapping) else None
+        if allow_none and isinstance(item, Mapping) and field in item and value is None:
+            values.append(None)
+            continue
         if not isinstance(value, (int, float)) or value != value:  # None, a string, or NaN
             raise ValueError(f"{name}: {key!r} question {index} has {field}={value!r}, not a number: the evaluation "
                              "of that question failed or the file was edited; re-run the evaluation.")
         values.append(float(value))
     return values
+
+
+def _mia_values(log: Mapping, key: str, split: str, name: str = "the eval log") -> list[float]:
+    """Per-item scores of one split ("forget" / "holdout") of an MIA entry, checked as `_values`."""
+    entry = log[key]
+    if not isinstance(entry, Mapping) or not isinstance(entry.get(split), Mapping):
+        raise ValueError(f"{name}: {key!r} has no {split!r} scores: an MIA entry holds forget and holdout per-item "
+                         "scores (open-unlearning's layout); re-run the evaluation.")
+    return _values({f"{key}.{split}": entry[split]}, f"{key}.{split}", "score", name)
+
+
+def mia_auc_from_log(log: Mapping, key: str, name: str = "the eval log") -> float:
+    """An MIA's AUC recomputed from the log's per-item forget and holdout scores."""
+    return mia.mia_auc(_mia_values(log, key, "forget", name), _mia_values(log, key, "holdout", name))
+
+
+def privacy_summary(log: Mapping, retain_log: Mapping | None = None, n_forget: int | None = None) -> dict:
+    """The privacy and memorization values of a TOFU_EVAL.json, each recomputed from per-item values: the AUC of every
+    MIA in the log, privleak (when mia_min_k is there: against the retain log's mia_min_k AUC, or open-unlearning's
+    0.5 without one), extraction_strength and exact_memorization. Keys the log lacks (logs from before these metrics)
+    are left out; a present key with a missing or NaN per-item value raises. `n_forget`: the number of forget
+    questions of the log's other metrics, which the forget items must match."""
+    out, forget_counts = {}, {}
+    for key in mia.ATTACKS:
+        if key in log:
+            forget = _mia_values(log, key, "forget")
+            forget_counts[f"{key}.forget"] = len(forget)
+            out[key] = mia.mia_auc(forget, _mia_values(log, key, "holdout"))
+    if "mia_min_k" in out:
+        ref = None
+        if retain_log is not None and "mia_min_k" in retain_log:
+            ref = mia_auc_from_log(retain_log, "mia_min_k", name="the retain log")
+        out["privleak"] = privleak(out["mia_min_k"], ref)
+    if "extraction_strength" in log:
+        es = _values(log, "extraction_strength", "score")
+        forget_counts["extraction_strength"] = len(es)
+        out["extraction_strength"] = memorization.extraction_strength_mean(es)
+    if "exact_memorization" in log:
+        em = _values(log, "exact_memorization", "score", allow_none=True)
+        forget_counts["exact_memorization"] = len(em)
+        out["exact_memorization"] = memorization.exact_memorization_mean(em)
+    if n_forget is not None and forget_counts:
+        _check_counts({"forget_truth_ratio": n_forget, **forget_counts}, "The forget items of the eval log's metrics",
+                      "They must come from one evaluation of the same forget split.")
+    return out
 
 
 def _check_counts(counts: Mapping[str, int], what: str, fix: str) -> None:
@@ -109,8 +165,9 @@ def _check_counts(counts: Mapping[str, int], what: str, fix: str) -> None:
 
 
 def summary_from_eval_log(log: Mapping, retain_log: Mapping | None = None) -> dict[str, float]:
-    """Recompute forget quality, model utility and the headline values from per-question values of a TOFU_EVAL.json
-    (open-unlearning's layout, or this project's, which is the same). Errors name the key and question of a missing or
+    """Recompute forget quality, model utility, the headline values and (when the log has them) the privacy and
+    memorization metrics (`privacy_summary`) from per-question values of a TOFU_EVAL.json (open-unlearning's layout,
+    or this project's, which is the same). Errors name the key and question of a missing or
     NaN value, and refuse eval sets whose metrics cover different questions, or a retain log evaluated on another
     number of forget questions (another forget split): a KS test between them would be a silent wrong number."""
     forget = {"forget_truth_ratio": _values(log, "forget_truth_ratio", "score"),
@@ -136,6 +193,7 @@ def summary_from_eval_log(log: Mapping, retain_log: Mapping | None = None) -> di
         components[prob_key] = float(np.mean(per_question[prob_key]))
     out.update(components)
     out["model_utility"] = model_utility(components)
+    out.update(privacy_summary(log, retain_log, n_forget=len(forget["forget_truth_ratio"])))
     if retain_log is not None:
         retain_tr = _values(retain_log, "forget_truth_ratio", "score", name="the retain log")
         _check_counts({"eval log": len(forget["forget_truth_ratio"]), "retain log": len(retain_tr)},
