@@ -33,6 +33,7 @@ from .token_weights import (
     clip_cov_weight,
     positive_token_weight,
     shared_negative_token_weight,
+    sibling_negative_weight,
 )
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "satimp_weight",
     "shared_negative_token_weight",
     "shared_prefix_mask",
+    "sibling_negative_weight",
     "simnpo_loss",
     "undial_loss",
     "unified_cross_entropy",

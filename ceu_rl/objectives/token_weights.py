@@ -11,6 +11,9 @@ import torch
 from ._checks import check_same_shape
 
 TOKEN_WEIGHTINGS = ("none", "advantage_reweighting", "clip_cov")
+# CE-U-GRPO `negative_objective`s taken from CE-U's unlearning siblings (`sibling_losses`): their per-token weight
+# on negative-advantage tokens instead of CE-U's p / (1 - p).
+SIBLING_NEGATIVE_OBJECTIVES = ("wga", "satimp")
 
 
 def _check_unit(name: str, value: float) -> None:
@@ -86,3 +89,22 @@ def positive_token_weight(logprobs: torch.Tensor, advantages: torch.Tensor, posi
                          "W-REINFORCE, 1: GRPO).")
     positive = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs) > 0
     return torch.where(positive, torch.full_like(logprobs, float(positive_weight)), torch.ones_like(logprobs))
+
+
+def sibling_negative_weight(objective: str, logprobs: torch.Tensor, advantages: torch.Tensor, wga_beta: float = 1.0,
+                            satimp_beta1: float = 5.0, satimp_beta2: float = 1.0) -> torch.Tensor:
+    r"""A sibling's per-token weight on negative-advantage tokens (1 where A >= 0; no gradient), p = pi(token):
+
+        "wga"     w = p^beta                     logit push (1 - p) p^beta: WGA (arXiv 2502.19301), `wga_weight`
+        "satimp"  w = p^beta1 (1 - p)^beta2      logit push p^beta1 (1 - p)^(1 + beta2): SatImp (arXiv 2505.11953)
+
+    Like CE-U's p / (1 - p) both grow with p on the unlikely side; unlike it both are bounded, so the push still
+    vanishes on confident tokens (p -> 1) as the policy gradient's does (analysis/DERIVATIONS.md, Sec. 10)."""
+    from .sibling_losses import satimp_weight, wga_weight
+
+    if objective not in SIBLING_NEGATIVE_OBJECTIVES:
+        raise ValueError(f"objective={objective!r}: use one of {SIBLING_NEGATIVE_OBJECTIVES}.")
+    weight = (wga_weight(logprobs, wga_beta) if objective == "wga"
+              else satimp_weight(logprobs, satimp_beta1, satimp_beta2))
+    negative = torch.as_tensor(advantages, device=logprobs.device).expand_as(logprobs) < 0
+    return torch.where(negative, weight.to(logprobs.dtype), torch.ones_like(logprobs))

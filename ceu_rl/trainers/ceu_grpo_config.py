@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from trl import GRPOConfig
 
 from ..objectives.reweighted_logprobs import NEGATIVE_OBJECTIVES
-from ..objectives.token_weights import TOKEN_WEIGHTINGS
+from ..objectives.token_weights import SIBLING_NEGATIVE_OBJECTIVES, TOKEN_WEIGHTINGS
 
 # The default `negative_objective`: one constant. "pg" (TRL's GRPO) because no CE-U variant reached >= 0.8x GRPO's
 # reward gain with entropy <= 1.1x in any task/lr cell of docs/grpo_compare (5 seeds each); "ceu_full" collapsed RL in
@@ -52,6 +52,13 @@ class CEUGRPOConfig(GRPOConfig):
       context and token, with a good one keep the policy gradient (which cancels there); CE-U acts on its own tokens.
     - `"ceu_mix"`: w = (1 - lambda) + lambda p / (1 - p), lambda = `ceu_mix_lambda` in [0, 1]: the policy gradient
       at 0, `"ceu_full"` at 1; logit push (1 - lambda)(1 - p) + lambda p.
+    - `"wga"`: w = p^`wga_beta`, logit push (1 - p) p^beta: WGA's weight (Wang et al., "Rethinking LLM Unlearning
+      Objectives", https://huggingface.co/papers/2502.19301). Grows with p like CE-U's but bounded by 1: the push
+      still vanishes on confident tokens, as the policy gradient's.
+    - `"satimp"`: w = p^`satimp_beta1` (1 - p)^`satimp_beta2`, logit push p^beta1 (1 - p)^(1 + beta2): SatImp's
+      weight (Yang et al., "Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning",
+      https://huggingface.co/papers/2505.11953). With these two, CE-U-GRPO's comparison asks whether what helps is
+      CE-U's weight or any weight that grows with p (`analysis/DERIVATIONS.md`, Sec. 10).
 
     The field's fixes act on the same lever and multiply the weight above (all default to "off"; every factor is a
     constant per token, so the loss value stays TRL's):
@@ -91,7 +98,8 @@ class CEUGRPOConfig(GRPOConfig):
 
     Parameters:
         negative_objective (`str`, *optional*, defaults to `DEFAULT_NEGATIVE_OBJECTIVE`, this module's constant):
-            one of `"pg"`, `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"` (`"ceu"` = `"ceu_full"`).
+            one of `"pg"`, `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"`, `"ceu_mix"`, `"wga"`, `"satimp"` (`"ceu"` =
+            `"ceu_full"`).
         ceu_exact_gradient (`bool`, *optional*, defaults to `False`):
             Compute CE-U's gradient on the tokens with CE-U's weight (A < 0; for `"ceu_min"` only p < 1/2, for
             `"ceu_prefix"` only t >= d) exactly in float32, from the policy's last hidden states and LM head
@@ -105,6 +113,10 @@ class CEUGRPOConfig(GRPOConfig):
             `"ceu_full"`, `"ceu_min"`, `"ceu_prefix"`, `token_weighting="none"` and `shared_negative_weight=1`.
         ceu_mix_lambda (`float`, *optional*, defaults to `0.5`):
             `"ceu_mix"`'s lambda in [0, 1]: w = (1 - lambda) + lambda p / (1 - p) on A < 0 tokens.
+        wga_beta (`float`, *optional*, defaults to `1.0`):
+            `"wga"`'s exponent (>= 0): w = p^beta on A < 0 tokens (1.0: open-unlearning's WGA default).
+        satimp_beta1 (`float`, *optional*, defaults to `5.0`), satimp_beta2 (`float`, *optional*, defaults to `1.0`):
+            `"satimp"`'s exponents (>= 0): w = p^beta1 (1 - p)^beta2 on A < 0 tokens (open-unlearning's defaults).
         positive_weight (`float`, *optional*, defaults to `1.0`):
             Weight (>= 0) on tokens of positive-advantage completions: 0 = NSR, 0.1 = W-REINFORCE (arXiv 2506.01347).
         token_weighting (`str`, *optional*, defaults to `"none"`):
@@ -137,6 +149,18 @@ class CEUGRPOConfig(GRPOConfig):
         default=0.5,
         metadata={"help": "negative_objective='ceu_mix': w = (1 - lambda) + lambda p/(1-p) on A < 0 tokens; "
                   "lambda in [0, 1] (0: PG, 1: CE-U)."},
+    )
+    wga_beta: float = field(
+        default=1.0,
+        metadata={"help": "negative_objective='wga': w = p^beta on A < 0 tokens, beta >= 0 (arXiv 2502.19301)."},
+    )
+    satimp_beta1: float = field(
+        default=5.0,
+        metadata={"help": "negative_objective='satimp': w = p^beta1 (1-p)^beta2 on A < 0 tokens, beta1 >= 0."},
+    )
+    satimp_beta2: float = field(
+        default=1.0,
+        metadata={"help": "negative_objective='satimp': beta2 >= 0 (arXiv 2505.11953)."},
     )
     positive_weight: float = field(
         default=1.0,
@@ -176,7 +200,7 @@ class CEUGRPOConfig(GRPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        choices = (*NEGATIVE_OBJECTIVES, *NEGATIVE_OBJECTIVE_ALIASES)
+        choices = (*NEGATIVE_OBJECTIVES, *SIBLING_NEGATIVE_OBJECTIVES, *NEGATIVE_OBJECTIVE_ALIASES)
         if self.negative_objective not in choices:
             raise ValueError(f"negative_objective={self.negative_objective!r} is not known; use one of {choices}.")
         if self.token_weighting not in TOKEN_WEIGHTINGS:
@@ -184,6 +208,9 @@ class CEUGRPOConfig(GRPOConfig):
         for unit in ("ceu_mix_lambda", "ar_alpha", "clip_cov_ratio", "shared_negative_weight"):
             if not 0.0 <= getattr(self, unit) <= 1.0:
                 raise ValueError(f"{unit}={getattr(self, unit)} is out of range: use a value in [0, 1].")
+        for name in ("wga_beta", "satimp_beta1", "satimp_beta2"):
+            if not getattr(self, name) >= 0.0:
+                raise ValueError(f"{name}={getattr(self, name)} is out of range: use a value >= 0.")
         if not self.positive_weight >= 0.0:
             raise ValueError(f"positive_weight={self.positive_weight} is out of range: use a value >= 0 (0: NSR, "
                              "0.1: W-REINFORCE, 1: GRPO).")

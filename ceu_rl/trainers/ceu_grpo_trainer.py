@@ -6,7 +6,8 @@ TRL's own `_compute_loss` runs on them: clipping, masks, importance sampling, ev
 the aggregation are TRL's code. Two consequences: the loss value is TRL's (CE-U's value on the negative tokens is
 logged as `loss/ceu_term`), and TRL's KL term, which reads the same log-probs, gets its reference shifted by
 (surrogate - log-probs), a tensor of value 0, so that its gradient stays TRL's (tested against a full-logits formula).
-The family's other weights (`positive_weight`, `token_weighting`, `shared_negative_weight`, a `token_weight_fn` hook)
+`negative_objective="wga"` / `"satimp"` use CE-U's unlearning siblings' weights p^beta / p^beta1 (1 - p)^beta2 on
+the same tokens instead (`sibling_negative_weight`). The family's other weights (`positive_weight`, `token_weighting`, `shared_negative_weight`, a `token_weight_fn` hook)
 multiply w on the same seam. `negative_objective="pg"` with every family option off does not touch the log-probs:
 TRL's GRPO bit for bit. With `ceu_exact_gradient=True` the
 CE-U-weighted tokens get their gradient from `linear_ce_u_loss` on the policy's last hidden states instead
@@ -29,10 +30,12 @@ from ..objectives import (
 )
 from ..objectives.reweighted_logprobs import ce_u_token_mask
 from ..objectives.token_weights import (
+    SIBLING_NEGATIVE_OBJECTIVES,
     advantage_reweighting_weight,
     clip_cov_weight,
     positive_token_weight,
     shared_negative_token_weight,
+    sibling_negative_weight,
 )
 from .ceu_grpo_config import CEUGRPOConfig
 from .exact_ce_u_head import check_exact_head, head_weight_and_bias, recorded_last_hidden_states, scored_hidden_states
@@ -107,7 +110,12 @@ class CEUGRPOTrainer(GRPOTrainer):
         advantages = inputs["advantages"]
         advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
         objective, divergence = self.args.negative_objective_name, inputs.get("ceu_divergence_index")
-        weight = negative_token_weight(objective, logps.detach(), advantages, divergence, self.args.ceu_mix_lambda)
+        if objective in SIBLING_NEGATIVE_OBJECTIVES:  # WGA's / SatImp's weight instead of CE-U's
+            weight = sibling_negative_weight(objective, logps.detach(), advantages, self.args.wga_beta,
+                                             self.args.satimp_beta1, self.args.satimp_beta2)
+        else:
+            weight = negative_token_weight(objective, logps.detach(), advantages, divergence,
+                                           self.args.ceu_mix_lambda)
         weight = weight * self._family_weight(logps.detach(), advantages, inputs, divergence)
         surrogate = reweighted_logprobs(logps, weight)
         if exact:  # CE-U's tokens get linear_ce_u_loss's exact gradient instead of w * TRL's grad log pi

@@ -11,6 +11,7 @@ from tests.trainers.test_ceu_grpo_trainer import (  # noqa: F401  (module-scoped
     _args,
     _check_gradient,
     _reference_divergence,
+    _reference_loss,
     _trainer,
     sharp_model_path,
     shared_prefix_batch,
@@ -126,6 +127,10 @@ def test_members_combined(sharp_model_path, tmp_path, shared_prefix_batch):
     (dict(positive_weight=0.0, beta=0.1), "use_bias_correction_kl=True with beta=0.1 is not supported"),
     (dict(negative_objective="ceu_mix", ceu_exact_gradient=True), "ceu_exact_gradient=True supports"),
     (dict(positive_weight=0.1, loss_type="ppo_new"), r"loss_type='ppo_new' is not supported with the family"),
+    (dict(negative_objective="wga", wga_beta=-1.0), r"wga_beta=-1.0 is out of range: use a value >= 0"),
+    (dict(negative_objective="satimp", satimp_beta2=-0.5), r"satimp_beta2=-0.5 is out of range"),
+    (dict(negative_objective="satimp", ceu_exact_gradient=True), "ceu_exact_gradient=True supports"),
+    (dict(negative_objective="weighted_ga"), r"negative_objective='weighted_ga' is not known"),
 ])
 def test_bad_family_values(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -148,3 +153,40 @@ def test_bad_hooks(sharp_model_path, tmp_path, shared_prefix_batch):
         trainer.current_gradient_accumulation_steps = 1
         with pytest.raises(ValueError, match=r"token_weight_fn must return finite weights >= 0 of shape"):
             trainer.compute_loss(trainer.model, shared_prefix_batch)
+
+
+def _sibling(objective, beta1, beta2=0.0):
+    """WGA's p^beta1 / SatImp's p^beta1 (1 - p)^beta2 on A < 0 tokens, from the full-logits p of the reference."""
+    def w(p, a, mask):
+        weight = p.double() ** beta1 * ((1 - p.double()) ** beta2 if objective == "satimp" else 1.0)
+        return torch.where(a < 0, weight.float(), torch.ones_like(p))
+    return w
+
+
+@pytest.mark.parametrize("objective, config, weight", [
+    ("wga", dict(loss_type="grpo"), _sibling("wga", 1.0)),
+    ("wga", dict(wga_beta=3.0, loss_type="dapo"), _sibling("wga", 3.0)),
+    ("satimp", dict(loss_type="bnpo"), _sibling("satimp", 5.0, 1.0)),
+    ("satimp", dict(satimp_beta1=2.0, satimp_beta2=0.5, loss_type="dapo"), _sibling("satimp", 2.0, 0.5)),
+    ("wga", dict(positive_weight=0.5, loss_type="dr_grpo"), _product(_sibling("wga", 1.0), _positive(0.5))),
+])
+def test_sibling_negative_objectives(sharp_model_path, tmp_path, shared_prefix_batch, objective, config, weight):
+    """negative_objective "wga" / "satimp" (issue 26): the trainer's gradient equals TRL's GRPO loss written from
+    full logits with the sibling's weight on the gradient of log pi of each A < 0 token, and differs from GRPO's."""
+    trainer = _trainer(sharp_model_path, _args(tmp_path, negative_objective=objective, per_device_train_batch_size=8,
+                                               beta=0.0, **config))
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, shared_prefix_batch)
+    loss.backward()
+    ours = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+    divergence = _reference_divergence(shared_prefix_batch)
+    for extra, same in ((weight, True), (None, False)):  # the sibling's formula, then plain GRPO
+        trainer.model.zero_grad()
+        ref = _reference_loss(trainer.model, shared_prefix_batch, trainer.args, "pg", divergence, extra)
+        ref.backward()
+        torch.testing.assert_close(loss.detach(), ref.detach(), rtol=1e-4, atol=1e-6)
+        close = [torch.allclose(ours[n], p.grad, rtol=2e-3, atol=1e-4 * p.grad.abs().max().item())
+                 for n, p in trainer.model.named_parameters()]
+        assert all(close) if same else not all(close)
+    assert 0 < trainer._metrics["train"]["ceu/weight_mean"][-1] < 1
