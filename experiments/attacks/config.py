@@ -1,0 +1,67 @@
+"""Settings of the attack study (issue 24, item 3): which models are attacked, and how hard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+OFFLINE = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo")
+# the RL study's forms that its claims name: the anchored pairs, and the unanchored pair
+RL = ("grpo_retain", "ceu_full_retain", "ceu_prefix_retain", "grpo_kl", "ceu_full_kl", "grpo", "ceu_full")
+LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L recall >= 0.5; 0.3 and 0.7 kept too)
+REFERENCES = ("full", "retain")
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = {"offline": str(ROOT / "docs" / "mini_tofu" / "results.json"),
+           "rl": str(ROOT / "docs" / "mini_tofu_rl" / "results.json")}  # attacked like the rest: the ceiling and the floor of what an attack can show
+
+
+@dataclass
+class AttackStudyConfig:
+    """Each model at its operating point (experiments/attacks/points.py) gets the TOFU evaluation with
+    open-unlearning's privacy metrics, then three attacks, each on a fresh copy of the model:
+
+    - leak@k: `leak_n` samples per forget question (and per paraphrased question) at temperature 1, top-p 1;
+    - relearning: answer-only NLL on the 40 forget questions for `relearn_epochs` epoch(s) (OpenUnlearning's
+      protocol), and on a seeded half of them with the other half held out, at each of `relearn_lrs`: the mini-TOFU
+      models were finetuned at lr 3e-3 (TOFU's 1e-5 for Llama-2-7b: OpenUnlearning relearns at 2x the finetune lr),
+      so the grid spans 0.1x-1x the finetune lr; batch 8, no accumulation (40 questions = 5 steps an epoch);
+    - quantization: every linear layer but the LM head at `quant_bits` (bitsandbytes NF4 / LLM.int8 when installed,
+      else the documented stand-in).
+    """
+
+    out: str = "outputs/attacks"
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    objectives: tuple[str, ...] = OFFLINE + RL
+    leak_n: int = 200
+    leak_max_new_tokens: int = 48  # mini-TOFU's generation length
+    leak_batch_size: int = 400
+    relearn_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    relearn_epochs: float = 1
+    relearn_batch_size: int = 8
+    quant_bits: tuple[int, ...] = (4, 8)
+    # where the operating points come from (the committed studies' per-seed results) and the mini-TOFU settings the
+    # models are rebuilt with (MiniTofuConfig fields over mini-TOFU's --full preset; tests cut them down)
+    studies: dict = field(default_factory=lambda: dict(STUDIES))
+    model_overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.seeds = tuple(int(s) for s in self.seeds)
+        self.objectives = tuple(self.objectives)
+        self.relearn_lrs = tuple(float(x) for x in self.relearn_lrs)
+        unknown = sorted(set(self.objectives) - set(OFFLINE) - set(RL))
+        if unknown:
+            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OFFLINE + RL)}.")
+        if self.leak_n < 1 or not self.relearn_lrs or min(self.relearn_lrs) <= 0:
+            raise ValueError(f"leak_n must be >= 1 and relearn_lrs positive, got {self.leak_n}, {self.relearn_lrs}.")
+
+
+def model_config(cfg: AttackStudyConfig):
+    """The mini-TOFU settings of the attacked models (those of the committed studies unless overridden)."""
+    from ..mini_tofu.config import full_preset as mini_tofu_full
+
+    return mini_tofu_full(**cfg.model_overrides)
+
+
+def full_preset(**overrides) -> AttackStudyConfig:
+    """The committed study (docs/attacks_study): 5 seeds, every objective, n = 200, the relearning lr grid."""
+    return replace(AttackStudyConfig(), **overrides)

@@ -1,0 +1,76 @@
+"""Two figures a reader takes in at a glance: what each model gives away before and after each attack (per seed,
+with the retain model's floor), and leak@k against k (mean over seeds, the retain model dashed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .config import LEAK_THRESHOLD  # noqa: E402
+
+
+def _conditions(row: dict, cfg) -> list[tuple[str, str]]:
+    lr = f"{cfg.relearn_lrs[len(cfg.relearn_lrs) // 2]:g}"  # the middle of the relearning grid
+    return [(label, key) for label, key in (
+        ("before", "forget prob"), (f"relearned (lr {lr})", f"relearn {lr}: forget prob"),
+        (f"held-out half after\nrelearning the other (lr {lr})", f"relearn {lr}: held-out prob"),
+        ("4-bit", "4bit: forget prob"), ("8-bit", "8bit: forget prob")) if key in row]
+
+
+def plot_attacks(rows: dict, cfg, path: Path) -> None:
+    """One column per model, one marker per condition: mean forget prob (bar) and each seed (dots)."""
+    names = list(rows)
+    conditions = _conditions(rows[names[0]], cfg)
+    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 3, 4.8), layout="constrained")
+    width = 0.8 / len(conditions)
+    palette = plt.get_cmap("tab10")
+    for j, (label, key) in enumerate(conditions):
+        x = np.arange(len(names)) + (j - (len(conditions) - 1) / 2) * width
+        means = [rows[n][key]["mean"] for n in names]
+        ax.bar(x, means, width, color=palette(j), alpha=0.55, label=label)
+        for xi, n in zip(x, names):
+            seeds = rows[n][key]["per_seed"]
+            ax.plot([xi] * len(seeds), seeds, ".", color=palette(j), ms=4)
+    if "retain" in rows:
+        ax.axhline(rows["retain"]["forget prob"]["mean"], color="black", ls="--", lw=1,
+                   label="retain model, before (never saw the forget set)")
+    ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("forget prob (teacher-forced p of the forget answers)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="outside right upper")
+    n = len(rows[names[0]]["forget prob"]["per_seed"])
+    ax.set_title(f"mini-TOFU: what each model gives away before and after each attack ({n} seeds: bar = mean, "
+                 "dots = seeds; each model at its operating point)", fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_leak(records: dict, names, path: Path) -> None:
+    """leak@k (ROUGE-L recall >= 0.5) on the forget questions and on their paraphrases, mean over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
+    palette = plt.get_cmap("tab20")
+    for ax, key, title in zip(axes, ("question", "paraphrased_question"), ("forget questions", "paraphrased")):
+        for i, name in enumerate(names):
+            curves = [r["attacks"]["leak"][key] for (s, n), r in records.items() if n == name]
+            if not curves:
+                continue
+            ks = curves[0]["ks"]
+            mean = np.mean([c["leak_at_k"][LEAK_THRESHOLD] for c in curves], axis=0)
+            style = dict(color="black", ls="--" if name == "retain" else ":", lw=2) if name in ("retain", "full") \
+                else dict(color=palette(i % 20), lw=1.3)
+            ax.plot(ks, mean, marker="o", ms=3, label=name, **style)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("k (samples at temperature 1)")
+        ax.set_title(f"leak@k on the {title} (ROUGE-L recall >= {LEAK_THRESHOLD})", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("leak@k (mean over seeds)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="outside right center")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
