@@ -1,8 +1,8 @@
 """The gradient-stability figures: (a) gradient magnitude vs confidence (closed form lines, autograd points);
 (b) gradient norm and loss over training steps per objective pair; (c) p_y on the targeted tokens before and after;
 (d) the net push on a token shared by a group's good and bad completions, per CE-U-GRPO variant (group_push.py);
-(e) the same for a token shared by a DPO pair's chosen and rejected answers, per CE-U-DPO variant (dpo_push.py).
-Each PNG comes with the JSON of the data it draws."""
+(e) the same for a token shared by a DPO pair's chosen and rejected answers, per CE-U-DPO variant (dpo_push.py);
+(f) (a) extended to CE-U's family: GA, CE-U, WGA, SatImp, UNDIAL, NPO, SimNPO, WTNPO (family.py). Each PNG comes with the JSON of the data it draws."""
 
 from __future__ import annotations
 
@@ -150,4 +150,7 @@ def make_all(out: str | Path, quick: bool = True) -> dict[str, Path]:
     (out / "dpo_net_push.json").write_text(json.dumps(dpo, indent=2))
     dpo_push.plot_net_push(dpo, out / "dpo_net_push.png")
     files["dpo_net_push"] = out / "dpo_net_push.png"
+    from .family import make_family
+
+    files["family_vs_confidence"] = make_family(out, quick=quick)
     return files

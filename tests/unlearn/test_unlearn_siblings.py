@@ -133,6 +133,7 @@ def test_rmu_terms_by_hand(sharp_path, tmp_path):
     assert trainer._metrics["train"]["loss/retain"][-1] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective, config", [(o, {}) for o in SIBLINGS] + [("rmu", dict(rmu_params="paper"))])
 def test_one_step_changes_weights(sharp_path, tmp_path, objective, config):
     trainer = _trainer(sharp_path, _args(tmp_path, objective=objective, **config))
