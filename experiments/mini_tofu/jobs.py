@@ -134,21 +134,30 @@ def load_full_model(out: Path, seed: int):
     return AutoTokenizer.from_pretrained(full), AutoModelForCausalLM.from_pretrained(full)
 
 
-def unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path) -> dict:
-    """Unlearn the seed's full model with `objective` at `lr`; the eval logs at `unlearn_steps` and the per-step
-    trace (loss, gradient norm, mean p_y on forget tokens)."""
-    clock = _Clock()
+def unlearn_trainer(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path, callbacks=(),
+                    log_name: str | None = None):
+    """The UnlearnTrainer of one offline run (the seed's full model, `objective` at `lr`), quiet, not yet trained:
+    `unlearn_job` evaluates it along the way; the attack study stops it at an operating point."""
     retain, forget, _ = splits(cfg)
     tokenizer, model = load_full_model(out, seed)
     name = f"{objective}_lr{lr:g}"
     args = UnlearnConfig(**training_args(cfg, out / "runs" / f"seed{seed}" / name, cfg.unlearn_epochs, lr, seed),
                          objective=objective, prompt_format="plain", max_length=256,
                          **cfg.objective_overrides.get(objective, {}))
-    steps = unlearn_steps(cfg, len(forget))
-    evaluator = _EvaluateAt(steps, lambda m: evaluate(m, tokenizer, cfg))
     trainer = UnlearnTrainer(model=model, args=args, forget_dataset=forget, retain_dataset=retain,
-                             processing_class=tokenizer, idk_answers=load_idk(), callbacks=[evaluator])
-    quiet_trainer(trainer, out / "logs" / f"seed{seed}" / f"{name}.jsonl")
+                             processing_class=tokenizer, idk_answers=load_idk(), callbacks=list(callbacks))
+    quiet_trainer(trainer, out / "logs" / f"seed{seed}" / f"{log_name or name}.jsonl")
+    return trainer
+
+
+def unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path) -> dict:
+    """Unlearn the seed's full model with `objective` at `lr`; the eval logs at `unlearn_steps` and the per-step
+    trace (loss, gradient norm, mean p_y on forget tokens)."""
+    clock = _Clock()
+    name = f"{objective}_lr{lr:g}"
+    steps = unlearn_steps(cfg, len(load_split(cfg.forget_split)))
+    evaluator = _EvaluateAt(steps, lambda m: evaluate(m, trainer.processing_class, cfg))
+    trainer = unlearn_trainer(cfg, seed, objective, lr, out, [evaluator])
     trainer.train()
     missing = sorted(set(steps) - {int(k) for k in evaluator.logs})
     if missing:

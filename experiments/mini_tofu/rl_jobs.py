@@ -91,34 +91,44 @@ def rl_config(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, output_
     # --full --rl runs, made with it, value by value.
 
 
-def rl_unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path) -> dict:
-    """Unlearn the seed's full model with the RL `objective` at `lr`; eval logs at `rl_eval_steps`, the per-step
-    trace, generated tokens, and the CPU seconds of the evaluations (the rest is training: rollouts + updates)."""
-    clock = _Clock()
+def rl_trainer(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path, callbacks=(),
+               log_name: str | None = None) -> RetainAnchoredGRPOTrainer:
+    """The trainer of one RL run (the seed's full model, the RL `objective` at `lr`), quiet, not yet trained:
+    `rl_unlearn_job` evaluates it along the way; the attack study stops it at an operating point."""
     retain, forget, _ = splits(cfg)
     tokenizer, model = load_full_model(out, seed)
     name = f"{objective}_lr{lr:g}"
     _, anchor = rl_objective(objective)
     prompts = Dataset.from_dict({"prompt": [format_prompt(q, tokenizer, "plain") for q in forget["question"]],
                                  "answer": list(forget["answer"])})
+    trainer = RetainAnchoredGRPOTrainer(
+        model=model, reward_funcs=forget_answer_penalty, args=rl_config(cfg, seed, objective, lr,
+                                                                       out / "runs" / f"seed{seed}" / name),
+        train_dataset=prompts, processing_class=tokenizer, callbacks=list(callbacks),
+        retain_dataset=retain if anchor == "retain" else None, retain_coef=cfg.rl_retain_coef if anchor == "retain"
+        else 0.0, retain_batch_size=cfg.rl_retain_batch_size)
+    quiet_trainer(trainer, out / "logs" / f"seed{seed}" / f"{log_name or name}.jsonl")
+    return trainer
+
+
+def rl_unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: Path) -> dict:
+    """Unlearn the seed's full model with the RL `objective` at `lr`; eval logs at `rl_eval_steps`, the per-step
+    trace, generated tokens, and the CPU seconds of the evaluations (the rest is training: rollouts + updates)."""
+    clock = _Clock()
+    _, forget, _ = splits(cfg)
+    name = f"{objective}_lr{lr:g}"
     eval_cpu = [0.0]
 
-    def timed_eval(m):
+    def timed_eval(m):  # called during training, when `trainer` exists
         start = time.process_time()
-        log = evaluate(m, tokenizer, cfg)
+        log = evaluate(m, trainer.processing_class, cfg)
         eval_cpu[0] += time.process_time() - start
         return log
 
     steps = rl_eval_steps(cfg, len(forget))
     evaluator = _EvaluateAt(steps, timed_eval)
-    p_forget = _ForgetAnswerP(lambda m: forget_answer_p(m, tokenizer, forget))
-    trainer = RetainAnchoredGRPOTrainer(
-        model=model, reward_funcs=forget_answer_penalty, args=rl_config(cfg, seed, objective, lr,
-                                                                       out / "runs" / f"seed{seed}" / name),
-        train_dataset=prompts, processing_class=tokenizer, callbacks=[evaluator, p_forget],
-        retain_dataset=retain if anchor == "retain" else None, retain_coef=cfg.rl_retain_coef if anchor == "retain"
-        else 0.0, retain_batch_size=cfg.rl_retain_batch_size)
-    quiet_trainer(trainer, out / "logs" / f"seed{seed}" / f"{name}.jsonl")
+    p_forget = _ForgetAnswerP(lambda m: forget_answer_p(m, trainer.processing_class, forget))
+    trainer = rl_trainer(cfg, seed, objective, lr, out, [evaluator, p_forget])
     trainer.train()
     missing = sorted(set(steps) - {int(k) for k in evaluator.logs})
     if missing:
