@@ -7,8 +7,8 @@ the aggregation are TRL's code. Two consequences: the loss value is TRL's (CE-U'
 logged as `loss/ceu_term`), and TRL's KL term, which reads the same log-probs, gets its reference shifted by
 (surrogate - log-probs), a tensor of value 0, so that its gradient stays TRL's (tested against a full-logits formula).
 `negative_objective="wga"` / `"satimp"` use CE-U's unlearning siblings' weights p^beta / p^beta1 (1 - p)^beta2 on
-the same tokens instead (`sibling_negative_weight`). The family's other weights (`positive_weight`, `token_weighting`, `shared_negative_weight`, a `token_weight_fn` hook)
-multiply w on the same seam. `negative_objective="pg"` with every family option off does not touch the log-probs:
+the same tokens instead (`sibling_negative_weight`). The family's other weights (`positive_weight`,
+`token_weighting`, `shared_negative_weight`, a `token_weight_fn` hook) multiply w on the same seam. `negative_objective="pg"` with every family option off does not touch the log-probs:
 TRL's GRPO bit for bit. With `ceu_exact_gradient=True` the
 CE-U-weighted tokens get their gradient from `linear_ce_u_loss` on the policy's last hidden states instead
 (`exact_ce_u_logprobs`; the same value), exact in float32 where 1 - p is tiny.

@@ -5,8 +5,8 @@ log-probs and entropies from TRL's fused LM head (no B x T x V logits), and call
 (ce_u, ce_u_retain) instead take the backbone's hidden states and the LM head's weight into `linear_ce_u_loss`
 (exact at p_y -> 1 and no B x T x V logits either). CE-U's siblings: WGA, SatImp and WTNPO weight the fused
 head's log-probs (`sibling_losses`), UNDIAL takes full logits of the forget batch and the frozen model's, RMU
-captures one decoder layer's output with a forward hook (`_rmu_terms`). Logged every step: each term of the loss, the mean p_y on forget
-tokens, and transformers' gradient norm.
+captures one decoder layer's output with a forward hook (`_rmu_terms`). Logged every step: each term of the
+loss, the mean p_y on forget tokens, and transformers' gradient norm.
 """
 
 from __future__ import annotations

@@ -23,8 +23,9 @@ P_LABEL = [1e-4, 0.03, 0.3, 0.5, 0.8, 0.99, 1 - 1e-6]
 
 
 def _batch(vocab=40, seed=0):
-    """float64 logits (N, V) with p_y spanning P_LABEL, labels 0; plus labels with one ignored row (-100)."""
-    z, y = logits_with_label_prob(torch.tensor(P_LABEL, dtype=torch.float64), vocab, torch.Generator().manual_seed(seed))
+    """float64 logits (N, V) with p_y spanning P_LABEL at label 0."""
+    p_label = torch.tensor(P_LABEL, dtype=torch.float64)
+    z, y = logits_with_label_prob(p_label, vocab, torch.Generator().manual_seed(seed))
     return z, y
 
 

@@ -82,7 +82,8 @@ def _expected_loss(trainer, batch, objective):
         forget = (w.detach() * logp)[mask].mean()
         return a.gamma * forget + a.alpha * _nll(model, batch["retain"])
     if objective == "undial":
-        teacher = ref_all.exp().clone()  # softmax(z_ref - beta e_y) = p_ref with p_ref,y scaled by e^-beta, renormalised
+        # softmax(z_ref - beta e_y) = p_ref with p_ref,y scaled by e^-beta, renormalised
+        teacher = ref_all.exp().clone()
         rows = teacher.gather(-1, labels.clamp(min=0).unsqueeze(-1)) * math.exp(-a.undial_beta)
         teacher = teacher.scatter(-1, labels.clamp(min=0).unsqueeze(-1), rows)
         teacher = teacher / teacher.sum(-1, keepdim=True)
