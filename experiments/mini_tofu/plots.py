@@ -18,16 +18,40 @@ from .report import UTILITY_FRACTION  # noqa: E402
 FLOOR = -10  # log10 forget quality drawn no lower than this (over-unlearning reaches 1e-20 and below)
 
 
+# panel titles of the RL rows: what the anchor is, in words
+ANCHOR_TITLES = {"": "RL, no anchor", "kl": "RL with KL anchor", "retain": "RL with retain anchor"}
+
+
 def _groups(objectives) -> list[tuple[str, list[str]]]:
-    """Rows of the trajectory figure: one row of every objective, or (RL objectives with several anchors) one row
-    per anchor, so that no panel holds more than a handful of lines."""
+    """Rows of the trajectory figure: one row of every objective, or (offline and RL objectives, or RL objectives
+    with several anchors) one row per kind, so that no panel holds more than a handful of lines."""
     by_anchor: dict = {}
     for o in objectives:
         rl = rl_objective(o)
-        by_anchor.setdefault("offline" if rl is None else (rl[1] or "no anchor"), []).append(o)
+        by_anchor.setdefault("offline" if rl is None else ANCHOR_TITLES[rl[1]], []).append(o)
     if len(by_anchor) == 1:
         return [("", list(objectives))]
-    return [(f"{k}: " if k != "offline" else "offline: ", v) for k, v in by_anchor.items()]
+    return [(f"{k}: ", v) for k, v in by_anchor.items()]
+
+
+def _y_of(objectives) -> str:
+    """RL rows plot forget prob: in 40 steps at lr 2e-4 their forget quality barely moves (the KS test over 40
+    questions moves in coarse steps), while the forget answers' probability shows what the RL study found."""
+    return "forget_prob" if all(rl_objective(o) for o in objectives) else "forget_quality"
+
+
+Y_LABELS = {"forget_quality": "forget quality (KS p-value, log)",
+            "forget_prob": "forget prob (p of the forget answers; lower = forgotten)"}
+
+
+def _y_points(points, y_key):
+    """Mean and +-1 sd bars of the y axis: forget prob as is, forget quality as the geometric mean (log10)."""
+    if y_key == "forget_prob":
+        return [p["forget_prob"]["mean"] for p in points], [p["forget_prob"]["sd"] for p in points]
+    lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in points]
+    lg_sd = [p["log10_forget_quality"]["sd"] for p in points]
+    return [10 ** v for v in lg], [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)],
+                                   [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
 
 
 def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
@@ -37,12 +61,13 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
     lrs = sorted({lr for o in cfg.objectives for lr in cfg.lrs_of(o)})  # panels only for learning rates in use
     groups = _groups(cfg.objectives)
     fig, axes = plt.subplots(len(groups), len(lrs), figsize=(4.6 * len(lrs) + 2.8, 4.3 * len(groups) + 0.9),
-                             squeeze=False, sharey=True, layout="constrained")
+                             squeeze=False, sharey="row", layout="constrained")
     palette = plt.get_cmap("tab10" if len(cfg.objectives) <= 10 else "tab20")
     color = {o: palette(i % palette.N) for i, o in enumerate(dict.fromkeys(
         o.removesuffix("_kl").removesuffix("_retain") if rl_objective(o) else o for o in cfg.objectives))}
     entries: dict = {}
     for row, (group, objectives) in zip(axes, groups):
+        y_key = _y_of(objectives)
         for ax, lr in zip(row, lrs):
             for objective in objectives:
                 t = traj.get(f"{objective}_lr{lr:g}")
@@ -51,35 +76,36 @@ def plot_trajectories(cfg, traj: dict, rows: dict, path: Path) -> None:
                 base = objective.removesuffix("_kl").removesuffix("_retain") if rl_objective(objective) else objective
                 mu = [p["model_utility"]["mean"] for p in t["points"]]
                 mu_sd = [p["model_utility"]["sd"] for p in t["points"]]
-                lg = [max(p["log10_forget_quality"]["mean"], FLOOR) for p in t["points"]]
-                lg_sd = [p["log10_forget_quality"]["sd"] for p in t["points"]]
-                fq = [10 ** v for v in lg]
-                yerr = [[10 ** v - 10 ** (v - s) for v, s in zip(lg, lg_sd)],
-                        [10 ** (v + s) - 10 ** v for v, s in zip(lg, lg_sd)]]
-                line = ax.errorbar(mu, fq, xerr=mu_sd, yerr=yerr, color=color[base], marker="o", ms=3, lw=1.2,
+                y, yerr = _y_points(t["points"], y_key)
+                line = ax.errorbar(mu, y, xerr=mu_sd, yerr=yerr, color=color[base], marker="o", ms=3, lw=1.2,
                                    elinewidth=0.6, capsize=1.5, alpha=0.9)
                 entries.setdefault(base, line)
-                ax.plot(mu[-1], fq[-1], "o", color=color[base], ms=7)
+                ax.plot(mu[-1], y[-1], "o", color=color[base], ms=7)
             for name, marker in (("full", "*"), ("retain", "P")):
                 if name in rows:
                     r = rows[name]
-                    entries[f"{name} model"] = ax.plot(
-                        r["model_utility"]["mean"], 10 ** log10_mean_sd(r["forget_quality"]["per_seed"])["mean"],
-                        marker, ms=13, color="black", ls="none")[0]
+                    value = (r["forget_Q_A_Prob"]["mean"] if y_key == "forget_prob"
+                             else 10 ** log10_mean_sd(r["forget_quality"]["per_seed"])["mean"])
+                    entries[f"{name} model"] = ax.plot(r["model_utility"]["mean"], value, marker, ms=13,
+                                                       color="black", ls="none")[0]
             if "full" in rows:
                 entries[f"{UTILITY_FRACTION} x full's utility"] = ax.axvline(
                     UTILITY_FRACTION * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1)
-            ax.set_yscale("log")
-            ax.set_ylim(10 ** FLOOR / 3, 3)
+            if y_key == "forget_prob":
+                ax.set_ylim(-0.02, 1.02)
+            else:
+                ax.set_yscale("log")
+                ax.set_ylim(10 ** FLOOR / 3, 3)
             ax.set_xlim(-0.02, 1.0)
             ax.set_xlabel("model utility")
             ax.set_title(f"{group}lr {lr:g}")
             ax.grid(alpha=0.3)
-        row[0].set_ylabel("forget quality (KS p-value, log)")
+        row[0].set_ylabel(Y_LABELS[y_key])
     fig.legend(list(entries.values()), list(entries), fontsize=8, loc="outside right center")
     n = max((len(t["seeds"]) for t in traj.values()), default=0)
     title = (f"mini-TOFU: forget quality vs model utility while unlearning ({n} seeds: geometric mean of forget "
-             f"quality and mean utility, ±1 sd; below 1e{FLOOR} drawn at 1e{FLOOR}; big dot = last step)")
+             f"quality and mean utility, ±1 sd; below 1e{FLOOR} drawn at 1e{FLOOR}; big dot = last step; RL rows: "
+             "forget prob instead of forget quality)")
     fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 11)), fontsize=10)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -57,7 +57,7 @@ def final_rows(cfg, summaries: dict) -> dict:
 
 def trajectories(cfg, summaries: dict) -> dict:
     """name -> {"objective", "lr", "seeds", "points": [{"step", "forget_quality", "log10_forget_quality",
-    "model_utility"}]}: step 0 is the seed's full model, before unlearning."""
+    "model_utility", "forget_prob"}]}: step 0 is the seed's full model, before unlearning."""
     out = {}
     for name, objective, lr in run_names(cfg):
         seeds = _seeds_with(summaries, name)
@@ -68,7 +68,8 @@ def trajectories(cfg, summaries: dict) -> dict:
             at = [summaries[s]["full"][0] if step == 0 else summaries[s][name][step] for s in seeds]
             fq = [p["forget_quality"] for p in at]
             points.append({"step": step, "forget_quality": mean_sd(fq), "log10_forget_quality": log10_mean_sd(fq),
-                           "model_utility": mean_sd([p["model_utility"] for p in at])})
+                           "model_utility": mean_sd([p["model_utility"] for p in at]),
+                           "forget_prob": mean_sd([p["forget_Q_A_Prob"] for p in at])})
         out[name] = {"objective": objective, "lr": lr, "seeds": seeds, "points": points}
     return out
 
