@@ -5,12 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 OBJECTIVES = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo")
+# CE-U's siblings (issue 26): their own study (`--siblings`, docs/mini_tofu_siblings), not the main job's grid
+SIBLINGS = ("wga", "satimp", "undial", "rmu")
 MATCHED_LR = 2e-4  # the matched-settings run: every objective at this learning rate
 # RL unlearning (CEUGRPOTrainer on the forget prompts, reward = forget_answer_penalty): name -> negative_objective
 RL_VARIANTS = {"grpo": "pg", "ceu_full": "ceu_full", "ceu_min": "ceu_min", "ceu_prefix": "ceu_prefix"}
+# the siblings' weights as RL negatives (issue 26): is CE-U's advantage over GRPO shared by any weight growing with p?
+RL_SIBLING_VARIANTS = {"wga": "wga", "satimp": "satimp"}
 # anchors: "" none; "_kl" KL to the full model (beta = rl_kl_beta); "_retain" GradDiff's retain NLL (rl_retain_coef)
 RL_ANCHORS = ("", "_kl", "_retain")
 RL_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_VARIANTS)
+RL_SIBLING_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_SIBLING_VARIANTS)
 # the main job's RL runs (at the matched lr; the rest: --full --rl): the --full --rl study's best CE-U-GRPO form,
 # ceu_full with GradDiff's retain NLL, beside GRPO with the same anchor (a like-for-like pair; without an anchor the
 # CE-U variants over-unlearn by step 40: docs/mini_tofu_rl)
@@ -21,8 +26,9 @@ def rl_objective(name: str) -> tuple[str, str] | None:
     """(negative_objective, anchor) of an RL objective name, None for an offline objective."""
     for anchor in sorted(RL_ANCHORS, key=len, reverse=True):
         variant = name.removesuffix(anchor) if anchor else name
-        if (not anchor or name.endswith(anchor)) and variant in RL_VARIANTS:
-            return RL_VARIANTS[variant], anchor.lstrip("_")
+        variants = {**RL_VARIANTS, **RL_SIBLING_VARIANTS}
+        if (not anchor or name.endswith(anchor)) and variant in variants:
+            return variants[variant], anchor.lstrip("_")
     return None
 
 
@@ -47,7 +53,11 @@ class MiniTofuConfig:
     eval_points: int = 1  # evaluations during unlearning, evenly spaced, the last at the final step
     batch_size: int = 16
     max_new_tokens: int = 48
-    objective_overrides: dict = field(default_factory=lambda: {"simnpo": {"beta": 2.5}})
+    # simnpo: the TOFU setting; rmu: steering coefficient 8 instead of the paper's 2 (WMDP's layer 7 of 7B models):
+    # layer 0's activations of the mini-TOFU models have norm ~8.3 per token, and c = 2 barely moves them
+    # (docs/mini_tofu_siblings)
+    objective_overrides: dict = field(default_factory=lambda: {"simnpo": {"beta": 2.5},
+                                                               "rmu": {"rmu_steering_coeff": 8.0}})
     # objective -> its learning rates, where they differ from `learning_rates` (a grid cut to a CPU budget)
     objective_learning_rates: dict = field(default_factory=dict)
     # RL unlearning (issue 16; the prototype's settings): 2 epochs of the 40 forget prompts, 2 prompts x 8 sampled
@@ -68,10 +78,11 @@ class MiniTofuConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
         self.learning_rates = tuple(float(lr) for lr in self.learning_rates)
-        unknown = sorted(set(self.objectives) - set(OBJECTIVES) - set(RL_OBJECTIVES))
+        known = (*OBJECTIVES, *SIBLINGS, *RL_OBJECTIVES, *RL_SIBLING_OBJECTIVES)
+        unknown = sorted(set(self.objectives) - set(known))
         if unknown:
-            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OBJECTIVES)} (offline) or "
-                             f"{list(RL_OBJECTIVES)} (RL).")
+            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OBJECTIVES + SIBLINGS)} (offline) "
+                             f"or {list(RL_OBJECTIVES + RL_SIBLING_OBJECTIVES)} (RL).")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be distinct and at least one, got {self.seeds}.")
         self.objective_learning_rates = {o: tuple(float(lr) for lr in lrs)
@@ -125,3 +136,20 @@ def rl_full_preset(**overrides) -> MiniTofuConfig:
         return cfg  # a grid the user chose: exactly that
     return replace(cfg, objective_learning_rates={o: (*cfg.learning_rates, *extra)
                                                   for o, extra in RL_FULL_EXTRA_LRS.items()})
+
+
+# --siblings (issue 26): WGA, SatImp, UNDIAL and RMU offline on the --full grid, and WGA's and SatImp's weights as RL
+# negatives with the retain anchor beside the committed ceu_full_retain / grpo_retain (docs/mini_tofu_siblings).
+# SatImp at its published (beta1 5, beta2 1) barely moves at 5e-5-8e-4 here (p^5 (1-p)^2 is tiny on confident
+# tokens): its grid adds 4x the top rate. RL: the retain-anchored grid's rates where the CE-U forms had their points.
+SIBLINGS_LRS = {"satimp": (2e-4, 8e-4, 3.2e-3), "wga_retain": (2e-4, 8e-4, 1.6e-3),
+                "satimp_retain": (2e-4, 8e-4, 1.6e-3)}
+
+
+def siblings_preset(**overrides) -> MiniTofuConfig:
+    """`--siblings`: the four sibling objectives (offline) and wga/satimp + retain (RL), 5 seeds, 2 evaluations."""
+    cfg = full_preset(**{"out": "outputs/mini_tofu_siblings", "objectives": (*SIBLINGS, "wga_retain",
+                                                                              "satimp_retain"), **overrides})
+    if "learning_rates" in overrides or "objective_learning_rates" in overrides:
+        return cfg
+    return replace(cfg, objective_learning_rates={o: lrs for o, lrs in SIBLINGS_LRS.items() if o in cfg.objectives})

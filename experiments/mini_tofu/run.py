@@ -27,7 +27,8 @@ from ceu_rl.tofu.evaluate import write_eval
 
 from ..machine import machine_info
 from . import jobs, plots, report, rl_jobs
-from .config import MATCHED_LR, RL_OBJECTIVES, MiniTofuConfig, full_preset, main_preset, rl_full_preset, rl_objective
+from .config import (MATCHED_LR, RL_OBJECTIVES, MiniTofuConfig, full_preset, main_preset, rl_full_preset, rl_objective,
+                     siblings_preset)
 
 # may differ between runs that share job results
 _RUN_FIELDS = ("out", "seeds", "objectives", "learning_rates", "objective_learning_rates")
@@ -209,6 +210,8 @@ def parse(argv=None):
     p.add_argument("--objectives", nargs="+", help="default: all nine offline ones")
     p.add_argument("--rl", action="store_true", help="the RL objectives (GRPO, CE-U-GRPO variants x anchors) "
                    "instead of the offline ones; output folder default outputs/mini_tofu_rl(_full)")
+    p.add_argument("--siblings", action="store_true", help="CE-U's siblings (WGA, SatImp, UNDIAL, RMU; WGA/SatImp as "
+                   "RL negatives) on the --full grid; output folder default outputs/mini_tofu_siblings")
     p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (0: inline)")
     p.add_argument("--out", help="output folder (default outputs/mini_tofu, or outputs/mini_tofu_full)")
     p.add_argument("--report_only", action="store_true", help="run nothing: report the jobs finished in --out")
@@ -218,6 +221,8 @@ def parse(argv=None):
 def config_from_args(args) -> MiniTofuConfig:
     overrides = {k: tuple(v) if isinstance(v, list) else v for k in ("seeds", "learning_rates", "objectives", "out")
                  if (v := getattr(args, k)) is not None}
+    if getattr(args, "siblings", False):
+        return siblings_preset(**overrides)
     if getattr(args, "rl", False):
         if args.full:
             return rl_full_preset(**overrides)
