@@ -92,10 +92,22 @@ def _linears(model: nn.Module, skip_modules: Sequence[str]):
                 yield module, child_name, child
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """A deep copy that runs its own weights. A forward patched onto the instance (UnlearnTrainer's fused-loss forward,
+    accelerate's fp32 output wrapper) closes over the *original* model's bound forward, which `copy.deepcopy` does not
+    rebind: the copy would silently compute with the original's weights. Such patches are dropped from the copy (the
+    class forward, bound to the copy, is what they wrap)."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        module.__dict__.pop("forward", None)
+        module.__dict__.pop("_original_forward", None)
+    return copied
+
+
 def fake_quantize_linear_weights(model: nn.Module, bits: int = 4, group_size: int | None = 64, scheme: str = "nf4",
                                  skip_modules: Sequence[str] = DEFAULT_SKIP) -> nn.Module:
     """A copy of `model` whose nn.Linear weights (not biases, not `skip_modules`) are fake-quantized in place."""
-    quantized = copy.deepcopy(model)
+    quantized = copy_model(model)
     count = 0
     with torch.no_grad():
         for _, _, linear in _linears(quantized, skip_modules):
@@ -159,7 +171,7 @@ def quantize_model(model: nn.Module, bits: int = 4, method: str = "auto", quant_
         if bits == 4 and quant_type not in ("nf4", "fp4"):
             raise ValueError(f"quant_type={quant_type!r}: bitsandbytes 4-bit takes 'nf4' or 'fp4'.")
         _check_bnb_cpu_4bit(model, bits, skip_modules)
-        quantized = copy.deepcopy(model)
+        quantized = copy_model(model)
         count = 0
         for parent, name, linear in list(_linears(quantized, skip_modules)):
             setattr(parent, name, _bnb_linear(linear, bits, quant_type, compute_dtype))

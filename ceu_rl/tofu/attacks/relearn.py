@@ -28,7 +28,6 @@ weight decay, as OpenUnlearning's finetune trainer), each a keyword.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import tempfile
@@ -41,6 +40,7 @@ import torch
 
 from ..evaluate import evaluate_split
 from ..formatting import resolve_prompt_format
+from .quantize import copy_model
 
 # +1: higher = more knowledge of the forget set; -1: higher = less (negated before the deltas are taken)
 KNOWLEDGE_DIRECTIONS = {"forget_Q_A_Prob": 1, "forget_Q_A_PARA_Prob": 1, "forget_Q_A_ROUGE": 1,
@@ -112,7 +112,7 @@ def relearn(model, tokenizer, qa_rows, lr: float = 2e-5, epochs: float = 1, batc
         raise ValueError(f"lr={lr} must be >= 0 (lr=0 returns an unchanged copy).")
     if len(qa_rows["question"]) == 0:
         raise ValueError("qa_rows is empty: pass at least one question/answer row to relearn on.")
-    attacked = copy.deepcopy(model)
+    attacked = copy_model(model)
     fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
     with tempfile.TemporaryDirectory() as tmp, _preserved_rng():
         args = TrainingArguments(output_dir=tmp, use_cpu=attacked.device.type == "cpu", num_train_epochs=epochs,

@@ -99,6 +99,29 @@ def test_model_copy_quantizes_every_linear_but_the_head(tiny_path):
     assert not torch.equal(with_head.lm_head.weight, model.lm_head.weight)
 
 
+def test_copies_run_their_own_weights_when_forward_is_patched(tiny_path):
+    """UnlearnTrainer (and accelerate) patch `model.forward` with a closure over the original bound forward; a plain
+    deepcopy of such a model computes with the original's weights. The attack copies must not."""
+    import functools
+    import types
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_path)
+    inner = model.forward
+
+    @functools.wraps(type(model).forward)
+    def patched(self, *args, **kwargs):
+        return inner(*args, **kwargs)
+
+    model.forward = types.MethodType(patched, model)
+    ids = torch.tensor([[1, 5, 9, 17, 33]])
+    quantized = fake_quantize_linear_weights(model, bits=4, group_size=64)
+    with torch.no_grad():
+        original, copy_logits = model(ids).logits, quantized(ids).logits
+        reference = fake_quantize_linear_weights(AutoModelForCausalLM.from_pretrained(tiny_path), 4, 64)(ids).logits
+    assert not torch.equal(original, copy_logits)
+    assert torch.equal(copy_logits, reference)
+
+
 def test_quantize_model_fake_records_method(tiny_path, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(tiny_path)
     monkeypatch.setattr(q, "bitsandbytes_available", lambda: False)
