@@ -3,8 +3,9 @@
 References: Hu, Fu, Wu, Smith, "Unlearning or Obfuscating? Jogging the Memory of Unlearned LLMs via Benign
 Relearning" (arXiv 2406.13356: a little fine-tuning on part of the forget set, or on loosely related text, brings
 "unlearned" knowledge back on WMDP, TOFU and WHP); OpenUnlearning's meta-evaluation (Dorna et al., arXiv 2506.12618,
-robustness, Eq. 2 as reproductions quote it; the formula is also the one issue 24 states): fine-tune the unlearned model and the retain model on the forget set (forget10, 1 epoch,
-lr 2e-5, answer-only NLL) and compare the two changes of a metric m (higher = more knowledge):
+robustness; Eq. 2 as reproductions quote it, the paper's text could not be read here; the formula issue 24 states):
+fine-tune the unlearned model and the retain model on the forget set (forget10, 1 epoch, lr 2e-5, answer-only NLL) and
+compare the two changes of a metric m (higher = more knowledge):
 
     R = min( (m_retain_after - m_retain_before) / (m_unlearned_after - m_unlearned_before), 1 )
 
