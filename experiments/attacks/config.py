@@ -32,13 +32,15 @@ class AttackStudyConfig:
     out: str = "outputs/attacks"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     objectives: tuple[str, ...] = OFFLINE + RL
-    leak_n: int = 200
+    leak_n: int = 64  # the paper: 200; 64 keeps the study inside the CPU budget (k up to 64)
     leak_max_new_tokens: int = 48  # mini-TOFU's generation length
     leak_batch_size: int = 400
     relearn_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     relearn_epochs: float = 1
     relearn_batch_size: int = 8
     quant_bits: tuple[int, ...] = (4, 8)
+    leak_paraphrased: bool = True  # leak@k on TOFU's paraphrased questions too
+    cheap: bool = False  # the main job's form: relearning's held-out form only (no whole-set relearn, no seen half)
     # where the operating points come from (the committed studies' per-seed results) and the mini-TOFU settings the
     # models are rebuilt with (MiniTofuConfig fields over mini-TOFU's --full preset; tests cut them down)
     studies: dict = field(default_factory=lambda: dict(STUDIES))
@@ -60,6 +62,13 @@ def model_config(cfg: AttackStudyConfig):
     from ..mini_tofu.config import full_preset as mini_tofu_full
 
     return mini_tofu_full(**cfg.model_overrides)
+
+
+def main_job_preset(**overrides) -> AttackStudyConfig:
+    """The cheap form `bash run.sh main` runs on its own final models (experiments/mini_tofu, `attacks`): 16 samples
+    per forget question, relearning on a seeded half at lr 1e-3 (held-out half measured), 4-bit quantization."""
+    return replace(AttackStudyConfig(leak_n=16, leak_paraphrased=False, relearn_lrs=(1e-3,), quant_bits=(4,),
+                                     cheap=True), **overrides)
 
 
 def full_preset(**overrides) -> AttackStudyConfig:

@@ -43,7 +43,7 @@ def plot_attacks(rows: dict, cfg, path: Path) -> None:
     ax.set_ylabel("forget prob (teacher-forced p of the forget answers)")
     ax.set_ylim(0, 1.02)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="outside right upper")
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right upper")
     n = len(rows[names[0]]["forget prob"]["per_seed"])
     ax.set_title(f"mini-TOFU: what each model gives away before and after each attack ({n} seeds: bar = mean, "
                  "dots = seeds; each model at its operating point)", fontsize=9)

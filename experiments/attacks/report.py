@@ -40,12 +40,13 @@ def measures(record: dict, retain: dict) -> dict:
     for lr, r in a["relearn"].items():
         if lr in ("before", "heldout_idx"):
             continue
-        out[f"relearn {lr}: forget prob"] = r["all"]["forget_Q_A_Prob"]
+        if "all" in r:  # OpenUnlearning's protocol (not in the main job's cheap form)
+            out[f"relearn {lr}: forget prob"] = r["all"]["forget_Q_A_Prob"]
+            out[f"relearn {lr}: R (prob)"] = relearn_robustness(
+                a["before"]["forget_Q_A_Prob"], r["all"]["forget_Q_A_Prob"], ra["before"]["forget_Q_A_Prob"],
+                ra["relearn"][lr]["all"]["forget_Q_A_Prob"])
         out[f"relearn {lr}: held-out prob"] = r["heldout"]["forget_Q_A_Prob"]
         out[f"relearn {lr}: held-out ROUGE"] = r["heldout"]["forget_Q_A_ROUGE"]
-        out[f"relearn {lr}: R (prob)"] = relearn_robustness(
-            a["before"]["forget_Q_A_Prob"], r["all"]["forget_Q_A_Prob"], ra["before"]["forget_Q_A_Prob"],
-            ra["relearn"][lr]["all"]["forget_Q_A_Prob"])
         out[f"relearn {lr}: held-out R (prob)"] = relearn_robustness(
             a["relearn"]["before"]["heldout"]["forget_Q_A_Prob"], r["heldout"]["forget_Q_A_Prob"],
             ra["relearn"]["before"]["heldout"]["forget_Q_A_Prob"], ra["relearn"][lr]["heldout"]["forget_Q_A_Prob"])
@@ -53,6 +54,8 @@ def measures(record: dict, retain: dict) -> dict:
         out[f"{bits}: forget prob"] = q["forget_Q_A_Prob"]
         out[f"{bits}: forget ROUGE"] = q["forget_Q_A_ROUGE"]
     for key, name in (("question", ""), ("paraphrased_question", " (paraphrased)")):
+        if key not in a["leak"]:
+            continue
         leak = a["leak"][key]
         for k, v in zip(leak["ks"], leak["leak_at_k"][LEAK_THRESHOLD]):
             if k in (1, leak["ks"][-1]):
@@ -107,6 +110,8 @@ def markdown(rows: dict, claim_rows: dict, columns) -> str:
              "|---" * (len(columns) + 1) + "|"]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(_cell(row[c]) if c in row else "-" for c in columns) + " |")
+    if not claim_rows:
+        return "\n".join(lines)
     keys = sorted({k for c in claim_rows.values() for k in c if k != "seeds"}, key=list(columns).index)
     lines += ["", "### Claims re-judged: does the variant give away less than the baseline? (Y per seed)", "",
               "| variant vs baseline | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]

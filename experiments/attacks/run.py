@@ -4,7 +4,7 @@ three attacks (leak@k, relearning, quantization), with the seed's full and retai
     python -m experiments.attacks [--seeds 0 1 2 3 4] [--objectives ...] [--workers 2] [--out outputs/attacks]
                                   [--leak_n 200] [--report_only]
 
-Jobs run in worker processes (one torch thread each); each finished job is kept in OUT/jobs/ and reused by a rerun
+Jobs run in worker processes (one torch thread each); each finished job is kept in OUT/attack_jobs/ and reused by a rerun
 (resume). Writes OUT/results.{json,md} and the plots (experiments/attacks/report.py, plots.py).
 """
 
@@ -28,7 +28,7 @@ from .points import operating_points
 
 
 def _job_path(out: Path, seed: int, name: str) -> Path:
-    return out / "jobs" / f"seed{seed}" / f"{name}.json"
+    return out / "attack_jobs" / f"seed{seed}" / f"{name}.json"  # beside mini-TOFU's jobs/ when sharing models
 
 
 def run(cfg: AttackStudyConfig, workers: int = 2, command: str | None = None, report_only: bool = False) -> dict:
@@ -68,15 +68,19 @@ def run(cfg: AttackStudyConfig, workers: int = 2, command: str | None = None, re
             p = points[(seed, name)]
             pending[executor.submit(jobs.point_job, cfg, seed, name, p["lr"], p["step"], out)] = (seed, name)
 
-    def queue_points(seed):  # the unlearning runs start from the seed's full model
+    def queue_seed(i):
+        if i < len(cfg.seeds):
+            for name in REFERENCES:
+                submit(cfg.seeds[i], name)
+
+    def queue_points(seed):  # the unlearning runs start from the seed's full model; then the next seed's models
         for s, name in sorted(points):
             if s == seed:
                 submit(s, name)
+        queue_seed(cfg.seeds.index(seed) + 1)  # seeds finish in order: a cut-short run has whole seeds
 
     with executor:
-        for seed in cfg.seeds:
-            for name in REFERENCES:
-                submit(seed, name)
+        queue_seed(0)
         while pending:
             finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
             for future in finished:

@@ -24,9 +24,10 @@ def _subset(rows: dict, idx) -> dict:
 
 def _leak(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
     report = leak_report(model, tokenizer, rows["question"], rows["answer"], n=cfg.leak_n,
-                         paraphrased_questions=rows["paraphrased_question"], max_new_tokens=cfg.leak_max_new_tokens,
-                         prompt_format="plain", batch_size=cfg.leak_batch_size, seed=seed)
-    for key in ("question", "paraphrased_question"):  # keep per-question counts and maxima, not the texts
+                         paraphrased_questions=rows["paraphrased_question"] if cfg.leak_paraphrased else None,
+                         max_new_tokens=cfg.leak_max_new_tokens, prompt_format="plain",
+                         batch_size=cfg.leak_batch_size, seed=seed)
+    for key in ("question", "paraphrased_question")[:1 + cfg.leak_paraphrased]:  # counts and maxima, not texts
         for item in report[key]["per_question"]:
             item.pop("question", None)
             item.pop("answer", None)
@@ -34,19 +35,23 @@ def _leak(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
 
 
 def _relearn(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
-    """Per lr: forget metrics after relearning on all forget questions ("all"), and after relearning on a seeded half
-    ("heldout": measured on the other half; "seen": on the relearned half)."""
+    """Per lr: forget metrics after relearning on all forget questions ("all", OpenUnlearning's protocol), and after
+    relearning on a seeded half ("heldout": measured on the other half; "seen": on the relearned half). `cfg.cheap`
+    (the main job): the held-out form only."""
     learn_idx, held_idx = heldout_split(len(rows["question"]), seed)
     out = {"heldout_idx": held_idx, "before": {"heldout": forget_metrics(model, tokenizer, _subset(rows, held_idx),
                                                                        **FMT)}}
     kw = dict(epochs=cfg.relearn_epochs, batch_size=cfg.relearn_batch_size, gradient_accumulation_steps=1,
               prompt_format="plain", seed=seed, max_length=256)
     for lr in cfg.relearn_lrs:
-        attacked = relearn(model, tokenizer, _subset(rows, range(len(rows["question"]))), lr, **kw)
-        result = {"all": forget_metrics(attacked, tokenizer, rows, **FMT)}
+        result = {}
+        if not cfg.cheap:
+            attacked = relearn(model, tokenizer, _subset(rows, range(len(rows["question"]))), lr, **kw)
+            result["all"] = forget_metrics(attacked, tokenizer, rows, **FMT)
         attacked = relearn(model, tokenizer, _subset(rows, learn_idx), lr, **kw)
         result["heldout"] = forget_metrics(attacked, tokenizer, _subset(rows, held_idx), **FMT)
-        result["seen"] = forget_metrics(attacked, tokenizer, _subset(rows, learn_idx), **FMT)
+        if not cfg.cheap:
+            result["seen"] = forget_metrics(attacked, tokenizer, _subset(rows, learn_idx), **FMT)
         out[f"{lr:g}"] = result
     return out
 

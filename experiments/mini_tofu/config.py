@@ -73,10 +73,14 @@ class MiniTofuConfig:
     rl_retain_coef: float = 1.0  # the "_retain" anchor: weight of the retain NLL (GradDiff's alpha)
     rl_retain_batch_size: int = 16  # retain pairs per step (the offline batch size)
     rl_eval_points: int = 2  # evaluations during an RL run, evenly spaced, the last at the final step
+    # models ("full", "retain", objectives) whose final model gets the cheap attack suite (experiments/attacks:
+    # leak@16, relearning on a seeded half, 4-bit); the whole suite at operating points: python -m experiments.attacks
+    attacks: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
+        self.attacks = tuple(self.attacks)
         self.learning_rates = tuple(float(lr) for lr in self.learning_rates)
         known = (*OBJECTIVES, *SIBLINGS, *RL_OBJECTIVES, *RL_SIBLING_OBJECTIVES)
         unknown = sorted(set(self.objectives) - set(known))

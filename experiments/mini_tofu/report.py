@@ -125,3 +125,18 @@ def markdown(cfg, rows: dict, best: dict) -> str:
         lines.append(f"| {key.rsplit('_lr', 1)[0]} | {lr} | {_fq(b['forget_quality'])} | {fmt(b['model_utility'])} "
                      f"| {picked} |")
     return "\n".join(lines)
+
+
+def attack_rows(records: dict) -> dict:
+    """The cheap attack suite's measures (experiments/attacks/report.py) of every attacked final model: name -> measure
+    -> mean / sd / per seed (seeds whose retain model was attacked too: R and privleak are against it)."""
+    from ..attacks.report import aggregate, measures
+
+    table: dict = {}
+    for (seed, name), rec in records.items():
+        retain = records.get((seed, "retain"))
+        if "attacks" not in rec or retain is None or "attacks" not in retain:
+            continue
+        final = rec.get("eval_log") or rec["eval_logs"][str(max(int(k) for k in rec["eval_logs"]))]
+        table.setdefault(seed, {})[name] = measures({"eval_log": final, "attacks": rec["attacks"]}, retain)
+    return aggregate(table, list(dict.fromkeys(n for runs in table.values() for n in runs)))

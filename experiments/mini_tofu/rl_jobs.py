@@ -26,7 +26,7 @@ from ceu_rl.unlearn.data import pad_batch
 from ceu_rl.unlearn.rl_unlearn_trainer import RetainAnchoredGRPOTrainer
 
 from .config import MiniTofuConfig, rl_objective
-from .jobs import _Clock, _EvaluateAt, evaluate, load_full_model, splits
+from .jobs import _Clock, _EvaluateAt, attacked, evaluate, load_full_model, splits
 
 # per-step keys kept in the trace (those present in TRL's / CEUGRPOTrainer's logs)
 TRACE_KEYS = ("step", "loss", "grad_norm", "reward", "entropy", "completions/mean_length", "kl", "retain/nll",
@@ -139,5 +139,6 @@ def rl_unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, ou
     per_step = cfg.rl_prompts_per_step * cfg.rl_generations
     generated = sum(round(row.get("completions/mean_length", 0.0) * per_step) for row in trace)
     return {"seed": seed, "name": name, "objective": objective, "lr": lr, "eval_logs": evaluator.logs,
+            **attacked(trainer.model, trainer.processing_class, cfg, seed, objective, out),
             "trace": trace, "forget_p_start": p_forget.values[0], "generated_tokens": generated,
             "eval_cpu_s": eval_cpu[0], **clock.seconds()}

@@ -55,9 +55,12 @@ def _is_rl(name: str) -> bool:
 
 def _job_settings(cfg: MiniTofuConfig, name: str) -> dict:
     """The settings a job's result depends on: the RL settings (rl_*) only for RL jobs, so that finetunes and
-    offline runs stay reusable when they change."""
-    return {k: v for k, v in asdict(cfg).items()
-            if k not in _RUN_FIELDS and (_is_rl(name) or not k.startswith("rl_"))}
+    offline runs stay reusable when they change; `attacks` only as whether this job's model is attacked."""
+    settings = {k: v for k, v in asdict(cfg).items()
+                if k not in (*_RUN_FIELDS, "attacks") and (_is_rl(name) or not k.startswith("rl_"))}
+    if name.rsplit("_lr", 1)[0] in cfg.attacks:
+        settings["attacked"] = True
+    return settings
 
 
 def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
@@ -102,6 +105,16 @@ def write_results(cfg, records: dict, out: Path, meta: dict, complete: bool = Fa
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "trajectories.json").write_text(json.dumps({"command": meta["command"], "trajectories": traj}, indent=2))
     table = report.markdown(cfg, rows, best)
+    attacks = report.attack_rows(records)
+    if attacks:
+        from ..attacks.report import markdown as attack_markdown
+
+        result["attacks"] = attacks
+        (out / "results.json").write_text(json.dumps(result, indent=2))
+        columns = [c for c in next(iter(attacks.values())) if c != "seeds"]
+        table += ("\n\n## Attacks on the final models (cheap form: leak@16, relearning on a seeded half of the forget "
+                  "questions at lr 1e-3 measured on the other half, 4-bit; the whole suite: python -m "
+                  "experiments.attacks)\n\n" + attack_markdown(attacks, {}, columns))
     runtime = meta.get("runtime_s")
     wall = f", wall time {runtime:.0f} s with {meta['workers']} worker process(es)" if runtime else ""
     footer = (f"\n\nSeeds {list(cfg.seeds)} (with results: {sorted(summaries)}); "
@@ -110,6 +123,11 @@ def write_results(cfg, records: dict, out: Path, meta: dict, complete: bool = Fa
     (out / "results.md").write_text(table + footer)
     if final:
         plots.plot_trajectories(cfg, traj, rows, out / "trajectories.png")
+        if attacks:
+            from ..attacks.config import main_job_preset
+            from ..attacks.plots import plot_attacks
+
+            plot_attacks(attacks, main_job_preset(), out / "attacks.png")
         traces = _mean_traces(cfg, records)
         plots.plot_traces(traces, out / "unlearning_traces.png")
         if any(rl_objective(o) for o in cfg.objectives):

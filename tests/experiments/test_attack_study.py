@@ -1,0 +1,110 @@
+"""The attack study (experiments/attacks): operating points, a run rebuilt at its point equals the study's run at
+that step, the measures against hand computations from the job records, and the per-seed verdicts."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from experiments.attacks import report
+from experiments.attacks.config import AttackStudyConfig
+from experiments.attacks.points import operating_point
+from experiments.attacks.run import run as run_attacks
+from experiments.mini_tofu import MiniTofuConfig
+from experiments.mini_tofu import run as run_mini_tofu
+
+# cut down as tests/experiments/test_mini_tofu.py: a 1-layer hidden-32 Llama, 3 unlearning steps evaluated at 2 and 3
+MODEL = dict(num_retain_authors=1, eval_questions=4, vocab_size=320, hidden_size=32, num_layers=1, finetune_epochs=2,
+             unlearn_epochs=1, max_new_tokens=8, eval_points=2)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    study_out, out = tmp_path_factory.mktemp("mini_tofu"), tmp_path_factory.mktemp("attacks")
+    mini = run_mini_tofu(MiniTofuConfig(out=str(study_out), seeds=(0,), objectives=("ga",), learning_rates=(1e-3,),
+                                        **MODEL), workers=0, command="test")
+    shutil.copytree(study_out / "models", out / "models")  # the study's finetuned models: not finetuned again
+    cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga",), leak_n=4, leak_max_new_tokens=8,
+                            leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,),
+                            studies={"offline": str(study_out / "results.json")}, model_overrides=MODEL)
+    result = run_attacks(cfg, workers=0, command="test")
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "attack_jobs" / "seed0").glob("*.json")
+               if p.stem in ("full", "retain", "ga")}
+    return cfg, mini, result, records
+
+
+def _summary(**kw):
+    base = {"forget_quality": 0.1, "model_utility": 0.8, "forget_Q_A_Prob": 0.5}
+    return {**base, **kw}
+
+
+def test_operating_point_is_the_lowest_forget_prob_above_the_utility_bar():
+    runs = {"full": {"0": _summary(model_utility=1.0, forget_Q_A_Prob=0.9)},
+            "npo_lr0.0002": {"15": _summary(forget_Q_A_Prob=0.4, model_utility=0.95),
+                             "30": _summary(forget_Q_A_Prob=0.1, model_utility=0.85)},  # below 0.9 x 1.0
+            "npo_lr0.0008": {"15": _summary(forget_Q_A_Prob=0.3, model_utility=0.9),
+                             "30": _summary(forget_Q_A_Prob=0.3, model_utility=0.99)},  # tie: the earlier step
+            "npo_x_lr0.001": {"15": _summary(forget_Q_A_Prob=0.0, model_utility=1.0)}}  # another objective
+    point = operating_point(runs, "npo")
+    assert (point["lr"], point["step"]) == (8e-4, 15)
+    assert operating_point({"full": runs["full"], "ga_lr1": {"3": _summary(model_utility=0.2)}}, "ga") is None
+
+
+def test_rebuilt_run_equals_the_study_run_at_its_step(study):
+    cfg, mini, result, records = study
+    point = result["operating_points"]["seed0 ga"]
+    assert point["lr"] == 1e-3 and point["step"] in (2, 3)
+    rebuilt = report.summary_from_eval_log(records["ga"]["eval_log"], records["retain"]["eval_log"])
+    committed = mini["per_seed"]["0"]["ga_lr0.001"][point["step"]]
+    for key, value in committed.items():  # every reported metric, bit for bit
+        assert rebuilt[key] == value, key
+    assert "privleak" in rebuilt and "mia_min_k" in rebuilt  # open-unlearning's privacy metrics beside them
+
+
+def test_measures_equal_hand_computations_from_the_records(study):
+    _, _, result, records = study
+    ga, retain = records["ga"]["attacks"], records["retain"]["attacks"]
+    got = result["per_seed"]["0"]["ga"]
+    before, after = ga["before"]["forget_Q_A_Prob"], ga["relearn"]["0.001"]["all"]["forget_Q_A_Prob"]
+    r_before, r_after = retain["before"]["forget_Q_A_Prob"], retain["relearn"]["0.001"]["all"]["forget_Q_A_Prob"]
+    # the attacks ran on a copy that trains: relearning raised the forget answers' p (a copy of a trainer-patched
+    # model would run the original's modules and change nothing), and 4-bit rounding moved it
+    assert after > before and ga["quantize"]["4bit"]["forget_Q_A_Prob"] != before
+    expected_r = 1.0 if after <= before else min((r_after - r_before) / (after - before), 1.0)
+    assert got["relearn 0.001: R (prob)"] == pytest.approx(expected_r, abs=1e-12)
+    assert got["relearn 0.001: forget prob"] == after and got["4bit: forget prob"] == ga["quantize"]["4bit"][
+        "forget_Q_A_Prob"]
+    leak = ga["leak"]["question"]
+    # leak@1 = the mean fraction of leaking samples; leak@n = the fraction of questions with any leaking sample
+    counts = [q["counts"]["0.5"] for q in leak["per_question"]]
+    assert got["leak@1"] == pytest.approx(sum(counts) / (4 * len(counts)), abs=1e-12)
+    assert got["leak@4"] == pytest.approx(sum(c > 0 for c in counts) / len(counts), abs=1e-12)
+    assert len(ga["relearn"]["heldout_idx"]) == 20 and set(ga["quantize"]["4bit"]["quantization"])
+
+
+def test_claims_mark_every_seed():
+    table = {0: {"a": {"m": 0.1}, "b": {"m": 0.2}}, 1: {"a": {"m": 0.3}, "b": {"m": 0.3}},
+             2: {"a": {"m": 0.5}, "b": {"m": 0.4}}}
+    original = report.CLAIMS
+    try:
+        report.CLAIMS = (("a", "b"),)
+        verdict = report.claims(table, ["m"])["a vs b"]
+    finally:
+        report.CLAIMS = original
+    assert verdict["m"] == {"per_seed": "Y=n", "every_seed": False} and verdict["seeds"] == [0, 1, 2]
+
+
+def test_resume_runs_nothing_and_files_are_written(study, capsys):
+    cfg, _, result, _ = study
+    again = run_attacks(cfg, workers=0, command="test")
+    assert "0 jobs to run" in capsys.readouterr().out and again["per_seed"] == result["per_seed"]
+    for name in ("results.json", "results.md", "attacks.png", "leak_at_k.png"):
+        assert (Path(cfg.out) / name).is_file()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="objectives: unknown"):
+        AttackStudyConfig(objectives=("gradient_ascent",))
+    with pytest.raises(ValueError, match="leak_n"):
+        AttackStudyConfig(leak_n=0)
