@@ -12,6 +12,19 @@ loss: per micro-batch
 (`seed`), so a run is reproducible. Unlike a KL anchor (`beta > 0`: a reference-model forward per step, and a pull
 toward the full model on the forget prompts themselves), this anchor is on other data: it keeps what should be kept
 and leaves the forget answers free to move.
+
+`sam_rho > 0` makes the step sharpness-aware (Fan et al., ICML 2025, arXiv 2502.05374; `ceu_rl.unlearn.sam`): the
+whole RL loss (TRL's GRPO / CE-U-GRPO loss: positive and negative advantages, and the KL term when beta > 0) is
+evaluated at w + rho g / ||g||_2, g its gradient at w, and the retain NLL at w. Why the whole RL loss and not only its
+negative-advantage part: (1) the paper's min-max is over the loss computed on the forget data, and on the forget
+prompts that is the whole RL loss, as the whole DPO loss is the forget term of idk_dpo / ce_u_idk_dpo offline (where
+SAM covers both sides too); (2) the adversary relearns by raising the probability of the forget answers, which are
+the negative-advantage completions and which the positive ones compete with through the softmax, so both parts move
+with it; (3) with group-normalised advantages the two parts are one objective (advantages sum to zero per group),
+and splitting them would reach inside TRL's and CEUGRPOTrainer's loss (owned elsewhere) for a per-token mask of the
+advantage sign. The retain NLL is the paper's retain term, at the unperturbed weights. Cost: the policy-loss
+forward/backward twice per micro-batch (generation, the dominant cost, once). Not with DeepSpeed/FSDP, nor with
+TRL's adaptive entropy controller (its state would count the extra forward).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import torch
 from ..tofu.formatting import IGNORE_INDEX
 from ..trainers import CEUGRPOTrainer
 from .data import _encode_all, pad_batch
+from .sam import SharpnessAwareMixin
 
 
 def answer_nll(model, batch: dict) -> torch.Tensor:
@@ -31,13 +45,18 @@ def answer_nll(model, batch: dict) -> torch.Tensor:
                                              ignore_index=IGNORE_INDEX)
 
 
-class RetainAnchoredGRPOTrainer(CEUGRPOTrainer):
+class RetainAnchoredGRPOTrainer(SharpnessAwareMixin, CEUGRPOTrainer):
     """[`CEUGRPOTrainer`] plus `retain_coef` x the retain NLL (GradDiff's retain term) on `retain_dataset`
-    (question/answer rows), `retain_batch_size` pairs per micro-batch. `retain_coef=0` is CEUGRPOTrainer exactly."""
+    (question/answer rows), `retain_batch_size` pairs per micro-batch. `retain_coef=0` is CEUGRPOTrainer exactly.
+    `sam_rho` (default 0 = off): SAM on the RL loss with the retain NLL at w (see the module docstring)."""
 
     def __init__(self, *args, retain_dataset=None, retain_coef: float = 1.0, retain_batch_size: int = 16,
-                 prompt_format: str = "plain", max_length: int = 256, **kwargs):
+                 prompt_format: str = "plain", max_length: int = 256, sam_rho: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self._init_sharpness_aware(sam_rho=sam_rho)
+        if self._sam_active and getattr(self, "use_adaptive_entropy", False):
+            raise ValueError("sam_rho > 0 with the adaptive entropy controller: its window statistics would count the "
+                             "forward at the perturbed weights; set sam_rho=0 or a fixed entropy_coef.")
         if retain_coef < 0:
             raise ValueError(f"retain_coef must be >= 0 (the weight of the retain NLL), got {retain_coef}.")
         if retain_batch_size < 1:
@@ -64,11 +83,22 @@ class RetainAnchoredGRPOTrainer(CEUGRPOTrainer):
         return {k: v.to(self.accelerator.device) for k, v in pad_batch(picked, pad).items()}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._sam_armed:  # sam_rho > 0: the RL loss at w + delta, the retain NLL at w (sam.py)
+            return self._sam_compute_loss(model, inputs, num_items_in_batch)
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.retain_coef == 0 or not model.training:
             return loss
+        return loss + self._retain_term(model)
+
+    def _retain_term(self, model):
         nll = answer_nll(model, self.next_retain_batch())
         self._metrics["train"]["retain/nll"].append(nll.item())
         # as TRL divides its loss (set by Trainer.train; a direct call outside training: the configured value)
         accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
-        return loss + self.retain_coef * nll / accumulation
+        return self.retain_coef * nll / accumulation
+
+    def sam_loss_parts(self, model, inputs, num_items_in_batch=None, forget_only=False):
+        """(the RL loss, the retain term or None): SAM's forget and retain parts (`forget_only`: no retain forward,
+        and no retain batch drawn)."""
+        loss = super().compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        return loss, (None if forget_only or self.retain_coef == 0 else self._retain_term(model))

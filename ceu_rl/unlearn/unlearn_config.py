@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .sam import WeightAveragingCallback, check_perturbation_options
+
 # objective -> (needs a retain set, needs a frozen reference model)
 OBJECTIVES = {
     "ga": (False, False),
@@ -93,6 +95,22 @@ class UnlearnConfig(TrainingArguments):
             after the G-effect code; parameters after the steered layer get no gradient from either term) or
             `"paper"` (the WMDP paper and code: the MLP down-projection weights of layers max(0, l - 2) .. l only;
             on a 2-layer model with l = 0 that is layer 0's `mlp.down_proj.weight`).
+        sam_rho (`float`, defaults to `0.0` = off): sharpness-aware unlearning (Fan et al., ICML 2025, arXiv
+            2502.05374; code OPTML-Group/Unlearn-Smooth), for every objective: per micro-batch the forget term's
+            gradient is taken at w + rho * g / ||g||_2 (g its gradient at w, one L2 norm over all trainable
+            parameters: the direction that raises the forget loss, as relearning does) and the retain term's at w.
+            ce_u_retain's one token mean is split into its forget-token part (CE-U sum / all tokens) and retain-token
+            part (CE sum / all tokens), which add up to it: only the forget part is perturbed, as in the paper's
+            min-max over the forget loss. About twice the forget forward/backward per step; not with DeepSpeed/FSDP.
+            The paper's rho: 0.01 (NPO+SAM, MUSE and WMDP scripts) and 0.1 (WMDP configs) on 7B models; see
+            `ceu_rl.unlearn.sam` and docs/unlearning_robustness.md.
+        adv_relearn_steps (`int`, defaults to `0` = off), adv_relearn_lr (`float`, defaults to `0.0`): the
+            adversarial variant instead of SAM's perturbation: `adv_relearn_steps` plain SGD steps of size
+            `adv_relearn_lr` on the NLL of the forget batch's answers (a relearning attack), the forget gradient at
+            the relearned weights, the retain gradient at w (first-order, after TAR, arXiv 2408.00761).
+        weight_averaging (`bool`, defaults to `False`): the unlearned model is the uniform mean of the iterates at
+            steps >= `weight_averaging_start` x max_steps that are multiples of `weight_averaging_interval`
+            (defaults `0.8` and `5`: the paper's steps 100, 105, ..., 125 of 125). No extra passes.
         max_length (`int`, defaults to `256`): prompt + answer tokens per item.
         prompt_format (`str`, defaults to `"auto"`): "llama2", "chat", "plain" or "auto" (see `ceu_rl.tofu.formatting`).
     """
@@ -114,6 +132,13 @@ class UnlearnConfig(TrainingArguments):
     rmu_layer: int | None = field(default=None, metadata={"help": "RMU: steered layer (default min(7, n//2-1))"})
     rmu_steering_coeff: float = field(default=2.0, metadata={"help": "RMU: norm c of the target c*u (> 0)"})
     rmu_params: str = field(default="all", metadata={"help": f"RMU: trainable parameters, one of {RMU_PARAMS}"})
+    sam_rho: float = field(default=0.0, metadata={"help": "SAM radius on the forget term (0 = off)"})
+    adv_relearn_steps: int = field(default=0, metadata={"help": "adversarial relearning steps before the forget "
+                                                                 "gradient (0 = off)"})
+    adv_relearn_lr: float = field(default=0.0, metadata={"help": "SGD step size of the relearning adversary"})
+    weight_averaging: bool = field(default=False, metadata={"help": "average the late unlearning iterates"})
+    weight_averaging_start: float = field(default=0.8, metadata={"help": "first averaged step / max_steps"})
+    weight_averaging_interval: int = field(default=5, metadata={"help": "steps between averaged iterates"})
     max_length: int = field(default=256, metadata={"help": "max prompt + answer tokens"})
     prompt_format: str = field(default="auto", metadata={"help": "auto, llama2, chat or plain"})
     # Overrides of TrainingArguments defaults for unlearning
@@ -144,6 +169,9 @@ class UnlearnConfig(TrainingArguments):
                              "default min(7, n_layers // 2 - 1).")
         if self.rmu_params not in RMU_PARAMS:
             raise ValueError(f"rmu_params={self.rmu_params!r} is not one of {RMU_PARAMS}.")
+        # the relearning-resistance options (ceu_rl.unlearn.sam): their ranges, ValueError naming the field
+        check_perturbation_options(self.sam_rho, self.adv_relearn_steps, self.adv_relearn_lr)
+        WeightAveragingCallback(self.weight_averaging_start, self.weight_averaging_interval)
 
     @property
     def needs_retain(self) -> bool:

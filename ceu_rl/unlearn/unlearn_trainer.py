@@ -28,6 +28,7 @@ from .. import objectives as obj
 from ..objectives.linear_ce_u import linear_unified_loss_and_logprobs
 from ..tofu.formatting import IGNORE_INDEX, resolve_prompt_format
 from .data import ForgetRetainCollator, ForgetRetainDataset
+from .sam import SharpnessAwareMixin, WeightAveragingCallback
 from .unlearn_config import UnlearnConfig
 
 TOKEN_WEIGHTED = ("wga", "satimp", "wtnpo")  # gradient ascent with a per-token weight on the fused head's log p
@@ -137,7 +138,7 @@ def add_linear_ce_u_head(model) -> None:
     model.forward = types.MethodType(forward, model)
 
 
-class UnlearnTrainer(Trainer):
+class UnlearnTrainer(SharpnessAwareMixin, Trainer):
     """Unlearn `forget_dataset` (question/answer rows) with `args.objective`; `retain_dataset` for objectives that
     use one; `ref_model` (default: a frozen copy of the model before unlearning) for NPO, KL and IdkDPO."""
 
@@ -202,6 +203,10 @@ class UnlearnTrainer(Trainer):
             ref = self.model if self.ref_model is None else self.accelerator.unwrap_model(self.ref_model)
             self._rmu_ref_module = decoder_layers(ref)[1][self._rmu_layer]
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        # relearning resistance (sam.py): SAM / adversarial perturbation of the forget term, weight averaging
+        self._init_sharpness_aware(args.sam_rho, args.adv_relearn_steps, args.adv_relearn_lr)
+        if args.weight_averaging:
+            self.add_callback(WeightAveragingCallback(args.weight_averaging_start, args.weight_averaging_interval))
 
     # ---- forward helpers -------------------------------------------------------------------------------------
     def _token_logps(self, model, batch, labels=None):
@@ -232,8 +237,29 @@ class UnlearnTrainer(Trainer):
         logp, ent, mask = self._token_logps(model, inputs["retain"])
         return obj.unified_cross_entropy_from_logprobs(logp, ent.detach(), torch.zeros_like(mask), mask)
 
+    # ---- relearning resistance (sam.py) ------------------------------------------------------------------------
+    def _record_loss_parts(self, forget, retain):
+        if self._sam_active:
+            self._loss_parts = (forget, retain)
+
+    def sam_loss_parts(self, model, inputs, num_items_in_batch=None, forget_only=False):
+        """(forget part, retain part or None) of `compute_loss`, which add up to it: gamma x forget and alpha x retain
+        terms; ce_u_retain's forget-token and retain-token parts. `forget_only` is ignored: the retain forward runs
+        (and is discarded) at the perturbed weights too."""
+        self._loss_parts = None
+        self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        parts, self._loss_parts = self._loss_parts, None
+        return parts
+
+    def sam_relearn_loss(self, model, inputs):
+        """The relearning adversary's loss: mean NLL of the forget batch's answer tokens (all of them)."""
+        logp, _, mask = self._token_logps(model, inputs["forget"])
+        return -(logp * mask).sum() / mask.sum().clamp(min=1)
+
     # ---- the loss --------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self._sam_armed:  # sam_rho / adv_relearn_steps: the forget term at perturbed weights (sam.py)
+            return self._sam_compute_loss(model, inputs, num_items_in_batch)
         a = self.args
         forget = inputs["forget"]
         if a.objective.startswith("ce_u") and not a.objective.endswith("idk_dpo"):
@@ -242,10 +268,13 @@ class UnlearnTrainer(Trainer):
         if a.objective == "rmu":
             terms, logp, mask = self._rmu_terms(model, inputs)
             loss = a.gamma * terms["forget"] + a.alpha * terms["retain"]
+            self._record_loss_parts(a.gamma * terms["forget"], a.alpha * terms["retain"])
             self._log_step(terms, logp, mask)
             return (loss, None) if return_outputs else loss
         if self._linear_ce_u:
             loss, logp, mask = self._linear_ce_u_step(model, forget, inputs.get("retain"))
+            if a.objective == "ce_u":
+                self._record_loss_parts(loss, None)
             terms["total" if a.objective == "ce_u_retain" else "forget"] = loss
             self._log_step(terms, logp, mask)
             return (loss, None) if return_outputs else loss
@@ -291,12 +320,23 @@ class UnlearnTrainer(Trainer):
                 unlearn = torch.cat([torch.ones_like(labels.reshape(-1), dtype=torch.bool),
                                      torch.zeros_like(r_labels.reshape(-1), dtype=torch.bool)])
                 loss = obj.unified_cross_entropy(all_logits, all_labels, unlearn)
+                if self._sam_active:  # its forget-token and retain-token parts (see _linear_ce_u_step)
+                    count = ((labels != IGNORE_INDEX).sum() + (r_labels != IGNORE_INDEX).sum()).clamp(min=1)
+                    retain_ce = torch.nn.functional.cross_entropy(
+                        r_logits.reshape(-1, vocab).to(torch.promote_types(r_logits.dtype, torch.float32)),
+                        r_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+                    self._record_loss_parts(obj.ce_u_loss(logits, labels, reduction="sum") / count, retain_ce / count)
             else:
                 r_logp, r_ent, r_mask = self._token_logps(model, inputs["retain"])
                 unlearn = torch.cat([torch.ones_like(mask.reshape(-1)), torch.zeros_like(r_mask.reshape(-1))])
                 loss = obj.unified_cross_entropy_from_logprobs(
                     torch.cat([logp.reshape(-1), r_logp.reshape(-1)]), torch.cat([ent.reshape(-1), r_ent.reshape(-1)]),
                     unlearn, torch.cat([mask.reshape(-1), r_mask.reshape(-1)]))
+                if self._sam_active:  # its forget-token and retain-token parts (see _linear_ce_u_step)
+                    count = (mask.sum() + r_mask.sum()).clamp(min=1)
+                    self._record_loss_parts(obj.ce_u_loss_from_logprobs(logp, ent, mask, reduction="sum") / count,
+                                            -(r_logp.to(torch.promote_types(r_logp.dtype, torch.float32))
+                                              * r_mask).sum() / count)
             terms["total"] = loss
         else:
             loss = a.gamma * terms["forget"]
@@ -309,6 +349,8 @@ class UnlearnTrainer(Trainer):
                 terms["retain"] = self._retain_ce(model, inputs)
             if "retain" in terms:
                 loss = loss + a.alpha * terms["retain"]
+            self._record_loss_parts(a.gamma * terms["forget"],
+                                    a.alpha * terms["retain"] if "retain" in terms else None)
         self._log_step(terms, logp, mask)
         return (loss, None) if return_outputs else loss
 
@@ -350,6 +392,10 @@ class UnlearnTrainer(Trainer):
         forget_sum, logp, mask = run(forget, True, "sum")
         retain_sum, _, retain_mask = run(retain, False, "sum")
         count = (mask.sum() + retain_mask.sum()).clamp(min=1)
+        # SAM's split of the unified loss (sam.py): the forget-token part, CE-U summed over forget tokens / all tokens,
+        # is the forget term; the retain-token part the retain term. They add up to the loss, and the token count
+        # does not depend on the weights, so the split is exact.
+        self._record_loss_parts(forget_sum / count, retain_sum / count)
         return (forget_sum + retain_sum) / count, logp, mask
 
     def _log_step(self, terms, forget_logp, forget_mask):
