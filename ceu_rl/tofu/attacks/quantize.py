@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import logging
 from collections.abc import Sequence
 
 import torch
@@ -131,6 +132,8 @@ def _bnb_linear(linear: nn.Linear, bits: int, quant_type: str, compute_dtype: to
         layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=False, quant_type=quant_type,
                                          blocksize=64)
     else:
+        # LLM.int8 logs "inputs will be cast from float32 to float16" on every forward of a float32 model
+        logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
         layer = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=has_bias, has_fp16_weights=False,
                                     threshold=6.0, device="cpu")
         layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
