@@ -59,7 +59,7 @@ def _relearn(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
 def _quantize(model, tokenizer, rows, cfg: AttackStudyConfig) -> dict:
     out = {}
     for bits in cfg.quant_bits:
-        quantized = quantize_model(model, bits=bits)
+        quantized = quantize_model(model, bits=bits, method=cfg.quant_method)
         out[f"{bits}bit"] = {**forget_metrics(quantized, tokenizer, rows, **FMT),
                              "quantization": quantized.quantization_info}
     return out

@@ -20,6 +20,9 @@ RL_SIBLING_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_SIBLING_VARI
 # ceu_full with GradDiff's retain NLL, beside GRPO with the same anchor (a like-for-like pair; without an anchor the
 # CE-U variants over-unlearn by step 40: docs/mini_tofu_rl)
 MAIN_RL_OBJECTIVES = ("grpo_retain", "ceu_full_retain")
+# the main job's cheap attacks (experiments/attacks main_job_preset) on the final models of the claims' pairs, with
+# the retain model as the floor and the full model as the ceiling (the whole suite: python -m experiments.attacks)
+MAIN_ATTACKED = ("full", "retain", "npo", "ce_u_retain", "grpo_retain", "ceu_full_retain")
 
 
 def rl_objective(name: str) -> tuple[str, str] | None:
@@ -76,6 +79,9 @@ class MiniTofuConfig:
     # models ("full", "retain", objectives) whose final model gets the cheap attack suite (experiments/attacks:
     # leak@16, relearning on a seeded half, 4-bit); the whole suite at operating points: python -m experiments.attacks
     attacks: tuple[str, ...] = ()
+    # open-unlearning's privacy metrics are in every evaluation; the gradient-norm MIA (one backward pass per item,
+    # ~1 s of an evaluation's ~8 s here) can be left out (the main job does)
+    eval_gradnorm: bool = True
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -109,8 +115,10 @@ class MiniTofuConfig:
 def main_preset(**overrides) -> MiniTofuConfig:
     """`bash run.sh main`: 3 seeds, every offline objective and MAIN_RL_OBJECTIVES (GRPO and one CE-U-GRPO variant)
     at the matched learning rate, evaluated at the last step (offline 30, RL 40) only (an evaluation costs about a
-    quarter of an offline unlearning run: the 10-minute budget of the main job)."""
-    cfg = MiniTofuConfig(objectives=(*OBJECTIVES, *MAIN_RL_OBJECTIVES), rl_eval_points=1)
+    quarter of an offline unlearning run: the 10-minute budget of the main job), without the gradient-norm MIA; the
+    cheap attacks on MAIN_ATTACKED."""
+    cfg = MiniTofuConfig(objectives=(*OBJECTIVES, *MAIN_RL_OBJECTIVES), rl_eval_points=1, attacks=MAIN_ATTACKED,
+                         eval_gradnorm=False)
     return replace(cfg, **overrides)
 
 

@@ -73,7 +73,7 @@ def evaluate(model, tokenizer, cfg: MiniTofuConfig) -> dict:
     n = cfg.eval_questions
     subsets = {"retain": range(n), "ra": range(n), "wf": range(n)}
     return evaluate_tofu(model, tokenizer, cfg.forget_split, prompt_format="plain", max_new_tokens=cfg.max_new_tokens,
-                         batch_size=32, max_length=256, subsets=subsets)
+                         batch_size=32, max_length=256, subsets=subsets, gradnorm=cfg.eval_gradnorm)
 
 
 def unpatched(model, out: Path, seed: int):

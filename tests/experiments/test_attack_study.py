@@ -23,15 +23,15 @@ MODEL = dict(num_retain_authors=1, eval_questions=4, vocab_size=320, hidden_size
 def study(tmp_path_factory):
     study_out, out = tmp_path_factory.mktemp("mini_tofu"), tmp_path_factory.mktemp("attacks")
     mini = run_mini_tofu(MiniTofuConfig(out=str(study_out), seeds=(0,), objectives=("ga",), learning_rates=(1e-3,),
-                                        **MODEL), workers=0, command="test")
+                                        attacks=("retain", "ga"), **MODEL), workers=0, command="test")
     shutil.copytree(study_out / "models", out / "models")  # the study's finetuned models: not finetuned again
     cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga",), leak_n=4, leak_max_new_tokens=8,
-                            leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,),
+                            leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,), quant_method="fake",
                             studies={"offline": str(study_out / "results.json")}, model_overrides=MODEL)
     result = run_attacks(cfg, workers=0, command="test")
     records = {p.stem: json.loads(p.read_text()) for p in (out / "attack_jobs" / "seed0").glob("*.json")
                if p.stem in ("full", "retain", "ga")}
-    return cfg, mini, result, records
+    return cfg, mini, result, records, study_out
 
 
 def _summary(**kw):
@@ -52,7 +52,7 @@ def test_operating_point_is_the_lowest_forget_prob_above_the_utility_bar():
 
 
 def test_rebuilt_run_equals_the_study_run_at_its_step(study):
-    cfg, mini, result, records = study
+    cfg, mini, result, records, _ = study
     point = result["operating_points"]["seed0 ga"]
     assert point["lr"] == 1e-3 and point["step"] in (2, 3)
     rebuilt = report.summary_from_eval_log(records["ga"]["eval_log"], records["retain"]["eval_log"])
@@ -63,7 +63,7 @@ def test_rebuilt_run_equals_the_study_run_at_its_step(study):
 
 
 def test_measures_equal_hand_computations_from_the_records(study):
-    _, _, result, records = study
+    _, _, result, records, _ = study
     ga, retain = records["ga"]["attacks"], records["retain"]["attacks"]
     got = result["per_seed"]["0"]["ga"]
     before, after = ga["before"]["forget_Q_A_Prob"], ga["relearn"]["0.001"]["all"]["forget_Q_A_Prob"]
@@ -96,7 +96,7 @@ def test_claims_mark_every_seed():
 
 
 def test_resume_runs_nothing_and_files_are_written(study, capsys):
-    cfg, _, result, _ = study
+    cfg, _, result, _, _ = study
     again = run_attacks(cfg, workers=0, command="test")
     assert "0 jobs to run" in capsys.readouterr().out and again["per_seed"] == result["per_seed"]
     for name in ("results.json", "results.md", "attacks.png", "leak_at_k.png"):
@@ -108,3 +108,14 @@ def test_bad_settings_are_refused():
         AttackStudyConfig(objectives=("gradient_ascent",))
     with pytest.raises(ValueError, match="leak_n"):
         AttackStudyConfig(leak_n=0)
+
+
+def test_mini_tofu_attacks_its_final_models(study):
+    # the main job's cheap form: the attacked models' final step gets leak@16 and the held-out relearning
+    _, mini, _, _, study_out = study
+    assert set(mini["attacks"]) == {"retain", "ga_lr0.001"}
+    ga = mini["attacks"]["ga_lr0.001"]
+    assert 0 <= ga["leak@1"]["mean"] <= ga["leak@16"]["mean"] <= 1 and "relearn 0.001: held-out prob" in ga
+    assert not any(k.startswith("4bit") or k.endswith("R (prob)") and "held-out" not in k for k in ga)
+    assert "Attacks on the final models" in (study_out / "results.md").read_text()
+    assert (study_out / "attacks.png").is_file()
