@@ -4,3 +4,4 @@ privacy metrics, leak@k, relearning and quantization, 5 seeds, the full and reta
 import logging
 
 logging.getLogger("vllm").setLevel(logging.ERROR)  # as experiments.mini_tofu: before anything imports TRL
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -24,7 +24,8 @@ class AttackStudyConfig:
     - relearning: answer-only NLL on the 40 forget questions for `relearn_epochs` epoch(s) (OpenUnlearning's
       protocol), and on a seeded half of them with the other half held out, at each of `relearn_lrs`: the mini-TOFU
       models were finetuned at lr 3e-3 (TOFU's 1e-5 for Llama-2-7b: OpenUnlearning relearns at 2x the finetune lr),
-      so the grid spans 0.1x-1x the finetune lr; batch 8, no accumulation (40 questions = 5 steps an epoch);
+      so the grid is 1/3x and 1x the finetune lr (at 3e-4 the probe on seed 0 moved no model); batch 8, no
+      accumulation (40 questions = 5 steps an epoch);
     - quantization: every linear layer but the LM head at `quant_bits` (bitsandbytes NF4 / LLM.int8 when installed,
       else the documented stand-in).
     """
@@ -32,10 +33,10 @@ class AttackStudyConfig:
     out: str = "outputs/attacks"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     objectives: tuple[str, ...] = OFFLINE + RL
-    leak_n: int = 64  # the paper: 200; 64 keeps the study inside the CPU budget (k up to 64)
+    leak_n: int = 32  # the paper: 200; sampling is ~all of the suite's cost on CPU (200: ~2.5 min per model)
     leak_max_new_tokens: int = 48  # mini-TOFU's generation length
     leak_batch_size: int = 400
-    relearn_lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    relearn_lrs: tuple[float, ...] = (1e-3, 3e-3)
     relearn_epochs: float = 1
     relearn_batch_size: int = 8
     quant_bits: tuple[int, ...] = (4, 8)

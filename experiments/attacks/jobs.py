@@ -54,6 +54,6 @@ def point_job(cfg: AttackStudyConfig, seed: int, objective: str, lr: float, step
     trainer.train()
     if trainer.state.global_step != step:
         raise RuntimeError(f"{objective} seed {seed}: stopped at step {trainer.state.global_step}, not {step}.")
-    model = mt.unpatched(trainer.accelerator.unwrap_model(trainer.model), out, seed)
+    model = trainer.accelerator.unwrap_model(trainer.model)  # the attacks copy it with ceu_rl's copy_model
     return {"seed": seed, "name": objective, "objective": objective, "lr": lr, "step": step,
             **_attacked(model, trainer.processing_class, cfg, seed), **clock.seconds()}

@@ -7,6 +7,7 @@ import logging
 # line per job on the terminal needs its logger quiet before anything imports it. This package's __init__ runs
 # first in the main process and in every spawned worker (they import experiments.mini_tofu.jobs).
 logging.getLogger("vllm").setLevel(logging.ERROR)
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # peft imports it: its CPU backend warns about `kernels`
 
 from .config import MATCHED_LR, OBJECTIVES, MiniTofuConfig, full_preset, main_preset  # noqa: E402
 from .run import run  # noqa: E402

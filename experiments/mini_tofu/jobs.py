@@ -76,16 +76,7 @@ def evaluate(model, tokenizer, cfg: MiniTofuConfig) -> dict:
                          batch_size=32, max_length=256, subsets=subsets, gradnorm=cfg.eval_gradnorm)
 
 
-def unpatched(model, out: Path, seed: int):
-    """A plain model with `model`'s weights. The trainers patch `forward` with closures over the model they patch
-    (TRL's fused LM head, CE-U's linear head): a deep copy of a patched model (every attack copies) would still run
-    the original's modules, so relearning and quantizing the copy would change nothing."""
-    clean = AutoModelForCausalLM.from_pretrained(out / "models" / f"seed{seed}" / "full")
-    clean.load_state_dict(model.state_dict())
-    return clean.eval()
-
-
-def attacked(model, tokenizer, cfg: MiniTofuConfig, seed: int, name: str, out: Path) -> dict:
+def attacked(model, tokenizer, cfg: MiniTofuConfig, seed: int, name: str) -> dict:
     """{"attacks": the cheap attack suite (experiments/attacks, main_job_preset) on the final model} when `name` is in
     `cfg.attacks` (the main job's), else {}."""
     if name not in cfg.attacks:
@@ -94,7 +85,7 @@ def attacked(model, tokenizer, cfg: MiniTofuConfig, seed: int, name: str, out: P
     from ..attacks.suite import attack_suite
 
     clock = _Clock()
-    result = attack_suite(unpatched(model, out, seed), tokenizer, main_job_preset(), seed, cfg.forget_split)
+    result = attack_suite(model, tokenizer, main_job_preset(), seed, cfg.forget_split)
     return {"attacks": result, "attack_cpu_s": clock.seconds()["cpu_s"]}
 
 
@@ -136,7 +127,7 @@ def finetune_job(cfg: MiniTofuConfig, seed: int, name: str, out: Path) -> dict:
     train = clock.seconds()
     log = evaluate(model, tokenizer, cfg)
     return {"seed": seed, "name": name, "eval_log": log, "train": train,
-            **attacked(model, tokenizer, cfg, seed, name, out), **clock.seconds(), "qa": len(data)}
+            **attacked(model, tokenizer, cfg, seed, name), **clock.seconds(), "qa": len(data)}
 
 
 class _EvaluateAt(TrainerCallback):
@@ -188,7 +179,7 @@ def unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: 
     trace = [{k: h[k] for k in ("step", "loss", "grad_norm", "forget/p_y_mean") if k in h}
              for h in trainer.state.log_history if "loss" in h]
     return {"seed": seed, "name": name, "objective": objective, "lr": lr, "eval_logs": evaluator.logs,
-            **attacked(trainer.model, trainer.processing_class, cfg, seed, objective, out),
+            **attacked(trainer.model, trainer.processing_class, cfg, seed, objective),
             "trace": trace, **clock.seconds()}
 
 

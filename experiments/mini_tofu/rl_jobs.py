@@ -139,6 +139,6 @@ def rl_unlearn_job(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, ou
     per_step = cfg.rl_prompts_per_step * cfg.rl_generations
     generated = sum(round(row.get("completions/mean_length", 0.0) * per_step) for row in trace)
     return {"seed": seed, "name": name, "objective": objective, "lr": lr, "eval_logs": evaluator.logs,
-            **attacked(trainer.model, trainer.processing_class, cfg, seed, objective, out),
+            **attacked(trainer.model, trainer.processing_class, cfg, seed, objective),
             "trace": trace, "forget_p_start": p_forget.values[0], "generated_tokens": generated,
             "eval_cpu_s": eval_cpu[0], **clock.seconds()}
