@@ -9,6 +9,9 @@ OFFLINE = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk
 # the RL study's forms that its claims name: the anchored pairs, and the unanchored pair
 RL = ("grpo_retain", "ceu_full_retain", "ceu_prefix_retain", "grpo_kl", "ceu_full_kl", "grpo", "ceu_full")
 LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L recall >= 0.5; 0.3 and 0.7 kept too)
+# relearning-resistant forms (issue 25, docs/unlearning_robustness.md): "<objective>+<variant>" is the objective at
+# the plain form's operating point (lr, step) with these settings (rho 0.1: about one relearning Adam step at lr 3e-4)
+VARIANTS = {"sam": {"sam_rho": 0.1}}
 REFERENCES = ("full", "retain")
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = {"offline": str(ROOT / "docs" / "mini_tofu" / "results.json"),
@@ -52,18 +55,31 @@ class AttackStudyConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
         self.relearn_lrs = tuple(float(x) for x in self.relearn_lrs)
-        unknown = sorted(set(self.objectives) - set(OFFLINE) - set(RL))
+        unknown = sorted(o for o in self.objectives if base_objective(o) not in OFFLINE + RL
+                         or o.partition("+")[2] not in ("", *VARIANTS))
         if unknown:
             raise ValueError(f"objectives: unknown {unknown}; choose from {list(OFFLINE + RL)}.")
         if self.leak_n < 1 or not self.relearn_lrs or min(self.relearn_lrs) <= 0:
             raise ValueError(f"leak_n must be >= 1 and relearn_lrs positive, got {self.leak_n}, {self.relearn_lrs}.")
 
 
-def model_config(cfg: AttackStudyConfig):
-    """The mini-TOFU settings of the attacked models (those of the committed studies unless overridden)."""
+def base_objective(name: str) -> str:
+    """"npo+sam" -> "npo": the objective whose operating point a variant is trained at."""
+    return name.partition("+")[0]
+
+
+def model_config(cfg: AttackStudyConfig, name: str = ""):
+    """The mini-TOFU settings of the attacked models (those of the committed studies unless overridden); for a
+    variant "<objective>+<variant>", the objective's overrides extended by the variant's settings."""
     from ..mini_tofu.config import full_preset as mini_tofu_full
 
-    return mini_tofu_full(**cfg.model_overrides)
+    model = mini_tofu_full(**cfg.model_overrides)
+    base, _, variant = name.partition("+")
+    if variant:
+        overrides = {**model.objective_overrides, base: {**model.objective_overrides.get(base, {}),
+                                                         **VARIANTS[variant]}}
+        model = replace(model, objective_overrides=overrides)
+    return model
 
 
 def main_job_preset(**overrides) -> AttackStudyConfig:

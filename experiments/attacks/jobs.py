@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from ..mini_tofu import jobs as mt
 from ..mini_tofu.config import rl_objective
 from ..mini_tofu.rl_jobs import rl_trainer
-from .config import AttackStudyConfig, model_config
+from .config import AttackStudyConfig, base_objective, model_config
 from .suite import attack_suite
 
 
@@ -49,11 +49,13 @@ def point_job(cfg: AttackStudyConfig, seed: int, objective: str, lr: float, step
     evaluate and attack it."""
     clock = mt._Clock()
     ensure_model(cfg, seed, "full", out)
-    build = rl_trainer if rl_objective(objective) else mt.unlearn_trainer
-    trainer = build(model_config(cfg), seed, objective, lr, out, [_StopAfter(step)], log_name=f"attacks_{objective}")
+    base = base_objective(objective)
+    build = rl_trainer if rl_objective(base) else mt.unlearn_trainer
+    trainer = build(model_config(cfg, objective), seed, base, lr, out, [_StopAfter(step)],
+                    log_name=f"attacks_{objective}")
     trainer.train()
     if trainer.state.global_step != step:
         raise RuntimeError(f"{objective} seed {seed}: stopped at step {trainer.state.global_step}, not {step}.")
     model = trainer.accelerator.unwrap_model(trainer.model)  # the attacks copy it with ceu_rl's copy_model
-    return {"seed": seed, "name": objective, "objective": objective, "lr": lr, "step": step,
+    return {"seed": seed, "name": objective, "objective": base, "lr": lr, "step": step,
             **_attacked(model, trainer.processing_class, cfg, seed), **clock.seconds()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import STUDIES
+from .config import STUDIES, base_objective
 
 UTILITY_FRACTION = 0.9
 
@@ -37,7 +37,9 @@ def operating_point(per_seed_runs: dict, objective: str) -> dict | None:
 def operating_points(objectives, seeds, studies: dict = STUDIES) -> dict:
     """{(seed, objective): point} for every objective found in a committed study; an objective whose every point is
     below the utility bar in a seed gets no point there (the report says so)."""
-    out = {}
+    out, requested = {}, set(objectives)
+    variants = [o for o in objectives if base_objective(o) != o]  # at their plain form's operating point
+    objectives = list(dict.fromkeys(base_objective(o) for o in objectives))
     for path in studies.values():
         per_seed = json.loads(Path(path).read_text())["per_seed"]
         for seed in seeds:
@@ -47,4 +49,6 @@ def operating_points(objectives, seeds, studies: dict = STUDIES) -> dict:
                     point = operating_point(runs, objective)
                     if point is not None:
                         out[(seed, objective)] = point
-    return out
+    for name in variants:
+        out.update({(seed, name): point for (seed, o), point in list(out.items()) if o == base_objective(name)})
+    return {key: point for key, point in out.items() if key[1] in requested}

@@ -106,7 +106,8 @@ def rl_trainer(cfg: MiniTofuConfig, seed: int, objective: str, lr: float, out: P
                                                                        out / "runs" / f"seed{seed}" / name),
         train_dataset=prompts, processing_class=tokenizer, callbacks=list(callbacks),
         retain_dataset=retain if anchor == "retain" else None, retain_coef=cfg.rl_retain_coef if anchor == "retain"
-        else 0.0, retain_batch_size=cfg.rl_retain_batch_size)
+        else 0.0, retain_batch_size=cfg.rl_retain_batch_size,
+        sam_rho=cfg.objective_overrides.get(objective, {}).get("sam_rho", 0.0))  # SAM on the RL loss (issue 25)
     quiet_trainer(trainer, out / "logs" / f"seed{seed}" / f"{log_name or name}.jsonl")
     return trainer
 

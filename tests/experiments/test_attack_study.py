@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from experiments.attacks import report
-from experiments.attacks.config import AttackStudyConfig
+from experiments.attacks.config import AttackStudyConfig, model_config
 from experiments.attacks.points import operating_point
 from experiments.attacks.run import run as run_attacks
 from experiments.mini_tofu import MiniTofuConfig
@@ -25,12 +25,12 @@ def study(tmp_path_factory):
     mini = run_mini_tofu(MiniTofuConfig(out=str(study_out), seeds=(0,), objectives=("ga",), learning_rates=(1e-3,),
                                         attacks=("retain", "ga"), **MODEL), workers=0, command="test")
     shutil.copytree(study_out / "models", out / "models")  # the study's finetuned models: not finetuned again
-    cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga",), leak_n=4, leak_max_new_tokens=8,
+    cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga", "ga+sam"), leak_n=4, leak_max_new_tokens=8,
                             leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,), quant_method="fake",
                             studies={"offline": str(study_out / "results.json")}, model_overrides=MODEL)
     result = run_attacks(cfg, workers=0, command="test")
     records = {p.stem: json.loads(p.read_text()) for p in (out / "attack_jobs" / "seed0").glob("*.json")
-               if p.stem in ("full", "retain", "ga")}
+               if p.stem in ("full", "retain", "ga", "ga+sam")}
     return cfg, mini, result, records, study_out
 
 
@@ -119,3 +119,14 @@ def test_mini_tofu_attacks_its_final_models(study):
     assert not any(k.startswith("4bit") or k.endswith("R (prob)") and "held-out" not in k for k in ga)
     assert "Attacks on the final models" in (study_out / "results.md").read_text()
     assert (study_out / "attacks.png").is_file()
+
+
+def test_sam_variant_trains_at_the_plain_point_with_sam(study):
+    # "ga+sam": GA at GA's operating point (lr, step), with sam_rho 0.1: another model than plain GA's
+    _, _, result, records, _ = study
+    assert result["operating_points"]["seed0 ga+sam"] == result["operating_points"]["seed0 ga"]
+    plain, sam = records["ga"], records["ga+sam"]
+    assert sam["objective"] == "ga" and (sam["lr"], sam["step"]) == (plain["lr"], plain["step"])
+    assert sam["attacks"]["before"]["forget_Q_A_Prob"] != plain["attacks"]["before"]["forget_Q_A_Prob"]
+    assert model_config(AttackStudyConfig(), "ga+sam").objective_overrides["ga"] == {"sam_rho": 0.1}
+    assert "ga" not in model_config(AttackStudyConfig(), "ga").objective_overrides
