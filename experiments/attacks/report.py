@@ -25,7 +25,11 @@ from .config import LEAK_THRESHOLD
 CLAIMS = (("ceu_full_retain", "grpo_retain"), ("ceu_prefix_retain", "grpo_retain"), ("ceu_full_kl", "grpo_kl"),
           ("ceu_full", "grpo"), ("ceu_full_retain", "npo"), ("ceu_full_retain", "idk_dpo"),
           ("ceu_full_retain", "ce_u_retain"), ("ce_u_retain", "npo"), ("ce_u_retain", "simnpo"),
-          ("ce_u_idk_dpo", "idk_dpo"))
+          ("ce_u_idk_dpo", "idk_dpo"),
+          # issue 25: does SAM (at the plain form's operating point) make forgetting survive the attacks?
+          ("npo+sam", "npo"), ("ce_u_retain+sam", "ce_u_retain"), ("grad_diff+sam", "grad_diff"),
+          ("grpo_retain+sam", "grpo_retain"), ("ceu_full_retain+sam", "ceu_full_retain"),
+          ("ce_u_retain+sam", "npo+sam"), ("ceu_full_retain+sam", "npo+sam"))
 
 
 def measures(record: dict, retain: dict) -> dict:
