@@ -15,18 +15,18 @@ from .config import LEAK_THRESHOLD  # noqa: E402
 
 
 def _conditions(row: dict, cfg) -> list[tuple[str, str]]:
-    lr = f"{cfg.relearn_lrs[len(cfg.relearn_lrs) // 2]:g}"  # the middle of the relearning grid
+    lr = f"{cfg.relearn_lrs[0]:g}"  # the gentler relearning attack (1/3 of the finetune lr)
     return [(label, key) for label, key in (
-        ("before", "forget prob"), (f"relearned (lr {lr})", f"relearn {lr}: forget prob"),
-        (f"held-out half after\nrelearning the other (lr {lr})", f"relearn {lr}: held-out prob"),
-        ("4-bit", "4bit: forget prob"), ("8-bit", "8bit: forget prob")) if key in row]
+        ("before the attacks", "forget prob"), (f"after relearning all 40 (lr {lr})", f"relearn {lr}: forget prob"),
+        (f"held-out half, after relearning\nthe other half (lr {lr})", f"relearn {lr}: held-out prob"),
+        ("4-bit (NF4)", "4bit: forget prob")) if key in row]
 
 
 def plot_attacks(rows: dict, cfg, path: Path) -> None:
     """One column per model, one marker per condition: mean forget prob (bar) and each seed (dots)."""
     names = list(rows)
     conditions = _conditions(rows[names[0]], cfg)
-    fig, ax = plt.subplots(figsize=(1.0 * len(names) + 3, 4.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.6 * len(names) + 3), 5.5), layout="constrained")
     width = 0.8 / len(conditions)
     palette = plt.get_cmap("tab10")
     for j, (label, key) in enumerate(conditions):

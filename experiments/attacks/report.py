@@ -105,19 +105,35 @@ def claims(table: dict, keys) -> dict:
     return out
 
 
+def _num(v: float) -> str:
+    return f"{v:.2g}" if v != 0 and abs(v) < 0.01 else f"{v:.2f}"
+
+
 def _cell(stat: dict) -> str:
-    return f"{stat['mean']:.2f} ({', '.join(f'{v:.2f}' for v in stat['per_seed'])})"
+    return f"{_num(stat['mean'])} ({', '.join(_num(v) for v in stat['per_seed'])})"
+
+
+def _groups(columns) -> list[tuple[str, list[str]]]:
+    """The measures in three tables a reader can take in: before the attacks, relearning, sampling + quantization."""
+    relearn = [c for c in columns if c.startswith("relearn")]
+    other = [c for c in columns if c.startswith(("leak", "E max", "4bit", "8bit"))]
+    before = [c for c in columns if c not in relearn and c not in other]
+    return [(t, cs) for t, cs in (("before the attacks, with open-unlearning's privacy metrics", before),
+                                  ("after relearning", relearn), ("under sampling and quantization", other)) if cs]
 
 
 def markdown(rows: dict, claim_rows: dict, columns) -> str:
-    lines = ["### Per model: mean (per seed, in seed order)", "", "| model | " + " | ".join(columns) + " |",
-             "|---" * (len(columns) + 1) + "|"]
-    for name, row in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(row[c]) if c in row else "-" for c in columns) + " |")
+    lines = []
+    for title, cols in _groups(columns):
+        lines += [f"### Per model, {title}: mean (per seed, in seed order)", "",
+                  "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for name, row in rows.items():
+            lines.append(f"| {name} | " + " | ".join(_cell(row[c]) if c in row else "-" for c in cols) + " |")
+        lines.append("")
     if not claim_rows:
         return "\n".join(lines)
     keys = sorted({k for c in claim_rows.values() for k in c if k != "seeds"}, key=list(columns).index)
-    lines += ["", "### Claims re-judged: does the variant give away less than the baseline? (Y per seed)", "",
+    lines += ["### Claims re-judged: does the variant give away less than the baseline? (Y per seed)", "",
               "| variant vs baseline | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for pair, c in claim_rows.items():
         lines.append(f"| {pair} | " + " | ".join(
