@@ -11,7 +11,8 @@ MATCHED_LR = 2e-4  # the matched-settings run: every objective at this learning 
 # RL unlearning (CEUGRPOTrainer on the forget prompts, reward = forget_answer_penalty): name -> negative_objective
 RL_VARIANTS = {"grpo": "pg", "ceu_full": "ceu_full", "ceu_min": "ceu_min", "ceu_prefix": "ceu_prefix"}
 # the siblings' weights as RL negatives (issue 26): is CE-U's advantage over GRPO shared by any weight growing with p?
-RL_SIBLING_VARIANTS = {"wga": "wga", "satimp": "satimp"}
+# (named rl_*: "wga" and "satimp" are the offline objectives' names, and rl_objective must tell them apart)
+RL_SIBLING_VARIANTS = {"rl_wga": "wga", "rl_satimp": "satimp"}
 # anchors: "" none; "_kl" KL to the full model (beta = rl_kl_beta); "_retain" GradDiff's retain NLL (rl_retain_coef)
 RL_ANCHORS = ("", "_kl", "_retain")
 RL_OBJECTIVES = tuple(v + a for a in RL_ANCHORS for v in RL_VARIANTS)
@@ -154,14 +155,14 @@ def rl_full_preset(**overrides) -> MiniTofuConfig:
 # negatives with the retain anchor beside the committed ceu_full_retain / grpo_retain (docs/mini_tofu_siblings).
 # SatImp at its published (beta1 5, beta2 1) barely moves at 5e-5-8e-4 here (p^5 (1-p)^2 is tiny on confident
 # tokens): its grid adds 4x the top rate. RL: the retain-anchored grid's rates where the CE-U forms had their points.
-SIBLINGS_LRS = {"satimp": (2e-4, 8e-4, 3.2e-3), "wga_retain": (2e-4, 8e-4, 1.6e-3),
-                "satimp_retain": (2e-4, 8e-4, 1.6e-3)}
+SIBLINGS_LRS = {"satimp": (2e-4, 8e-4, 3.2e-3), "rl_wga_retain": (2e-4, 8e-4, 1.6e-3),
+                "rl_satimp_retain": (2e-4, 8e-4, 1.6e-3)}
 
 
 def siblings_preset(**overrides) -> MiniTofuConfig:
-    """`--siblings`: the four sibling objectives (offline) and wga/satimp + retain (RL), 5 seeds, 2 evaluations."""
-    cfg = full_preset(**{"out": "outputs/mini_tofu_siblings", "objectives": (*SIBLINGS, "wga_retain",
-                                                                              "satimp_retain"), **overrides})
+    """`--siblings`: the four sibling objectives (offline) and rl_wga/rl_satimp + retain (RL), 5 seeds, 2 evaluations."""
+    cfg = full_preset(**{"out": "outputs/mini_tofu_siblings", "objectives": (*SIBLINGS, "rl_wga_retain",
+                                                                              "rl_satimp_retain"), **overrides})
     if "learning_rates" in overrides or "objective_learning_rates" in overrides:
         return cfg
     return replace(cfg, objective_learning_rates={o: lrs for o, lrs in SIBLINGS_LRS.items() if o in cfg.objectives})

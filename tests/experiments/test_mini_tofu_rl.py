@@ -244,6 +244,9 @@ def test_rl_objective_names_and_checks():
     assert rl_objective("grpo") == ("pg", "") and rl_objective("ceu_prefix_kl") == ("ceu_prefix", "kl")
     assert rl_objective("ceu_min_retain") == ("ceu_min", "retain") and rl_objective("npo") is None
     assert len(RL_OBJECTIVES) == 12
+    # the siblings' RL negatives must not take the offline objectives' names (wga, satimp stay offline)
+    assert rl_objective("wga") is None and rl_objective("satimp") is None
+    assert rl_objective("rl_wga_retain") == ("wga", "retain") and rl_objective("rl_satimp") == ("satimp", "")
     with pytest.raises(ValueError, match="rl_generations"):
         MiniTofuConfig(rl_generations=1)
     with pytest.raises(ValueError, match="rl_eval_points"):
