@@ -122,8 +122,17 @@ def _groups(columns) -> list[tuple[str, list[str]]]:
                                   ("after relearning", relearn), ("under sampling and quantization", other)) if cs]
 
 
+# the condensed table that opens results.md (the rest follow in three tables)
+KEY_COLUMNS = ("forget prob", "model utility", "relearn 0.001: forget prob", "relearn 0.001: R (prob)",
+               "relearn 0.001: held-out prob", "leak@32", "E max ROUGE@32", "4bit: forget prob", "privleak")
+
+
 def markdown(rows: dict, claim_rows: dict, columns) -> str:
-    lines = []
+    key = [c for c in KEY_COLUMNS if c in columns]
+    lines = ["### At a glance: mean (per seed, in seed order)", "", "| model | " + " | ".join(key) + " |",
+             "|---" * (len(key) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(_cell(row[c]) if c in row else "-" for c in key) + " |"
+              for name, row in rows.items()] + [""]
     for title, cols in _groups(columns):
         lines += [f"### Per model, {title}: mean (per seed, in seed order)", "",
                   "| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
