@@ -261,7 +261,12 @@ def evaluate_tofu(model, tokenizer, forget_split="forget10", data_source=None, p
         if holdout_split is None:
             raise ValueError(f"No default holdout split for forget_split={forget_split!r}: pass holdout_split= one "
                              f"of {sorted(HOLDOUT_OF.values())}, or privacy=False.")
-        holdout = load_split(holdout_split, data_source)
+        try:
+            holdout = load_split(holdout_split, data_source)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e} The privacy metrics (MIA, privleak) score the forget split against the "
+                                    f"holdout split {holdout_split!r}: add it to the data folder (the package ships "
+                                    "it: ceu_rl/tofu/data), or pass privacy=False (CLI: --no_privacy).") from None
         if "holdout" in subsets or "forget" in subsets:
             holdout = holdout.select(list(subsets.get("holdout", subsets.get("forget"))))
         if reference_model is not None:

@@ -28,7 +28,9 @@ def tiny_tofu(tmp_path_factory):
     full = load_split("full")
     for name, rows in (("forget01", full.select(range(3992, 4000))), ("retain99", full.select(range(8)))):
         rows.to_json(data / f"{name}.json")
-    for name in ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed"):
+    # holdout01: the non-members of open-unlearning's privacy metrics, which the evaluation computes
+    for name in ("forget01_perturbed", "retain_perturbed", "real_authors_perturbed", "world_facts_perturbed",
+                 "holdout01"):
         load_split(name).select(range(4)).to_json(data / f"{name}.json")
     (data / "idontknow.jsonl").write_text("I don't know.\nNo idea.\n")
     texts = list(full.select(range(3992, 4000))["answer"]) + list(full.select(range(8))["answer"])
