@@ -102,18 +102,18 @@ def write_results(cfg, records: dict, out: Path, meta: dict, complete: bool = Fa
     seconds = {f"seed{s} {n}": {k: round(r[k], 1) for k in ("cpu_s", "wall_s")} for (s, n), r in records.items()}
     result = {**meta, "config": asdict(cfg), "complete": complete, "total_job_cpu_s": cpu, "job_seconds": seconds,
               "rows": rows, "best_operating_point": best, "per_seed": {str(s): v for s, v in summaries.items()}}
+    attacks = report.attack_rows(records)
+    if attacks:
+        result["attacks"] = attacks
     (out / "results.json").write_text(json.dumps(result, indent=2))
     (out / "trajectories.json").write_text(json.dumps({"command": meta["command"], "trajectories": traj}, indent=2))
     table = report.markdown(cfg, rows, best)
-    attacks = report.attack_rows(records)
     if attacks:
         from ..attacks.report import markdown as attack_markdown
 
-        result["attacks"] = attacks
-        (out / "results.json").write_text(json.dumps(result, indent=2))
         columns = [c for c in next(iter(attacks.values())) if c != "seeds"]
         table += ("\n\n## Attacks on the final models (cheap form: leak@16, relearning on a seeded half of the forget "
-                  "questions at lr 1e-3 measured on the other half, 4-bit; the whole suite: python -m "
+                  "questions at lr 1e-3 measured on the other half; the whole suite, quantization included: python -m "
                   "experiments.attacks)\n\n" + attack_markdown(attacks, {}, columns))
     runtime = meta.get("runtime_s")
     wall = f", wall time {runtime:.0f} s with {meta['workers']} worker process(es)" if runtime else ""
