@@ -8,14 +8,24 @@ from pathlib import Path
 OFFLINE = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo")
 # the RL study's forms that its claims name: the anchored pairs, and the unanchored pair
 RL = ("grpo_retain", "ceu_full_retain", "ceu_prefix_retain", "grpo_kl", "ceu_full_kl", "grpo", "ceu_full")
+# CE-U's siblings (issue 26), offline and as the RL negative with the retain anchor, at their operating points in
+# docs/mini_tofu_siblings
+SIBLINGS = ("wga", "satimp", "undial", "rmu", "rl_wga_retain", "rl_satimp_retain")
 LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L recall >= 0.5; 0.3 and 0.7 kept too)
 # relearning-resistant forms (issue 25, docs/unlearning_robustness.md): "<objective>+<variant>" is the objective at
-# the plain form's operating point (lr, step) with these settings (rho 0.1: about one relearning Adam step at lr 3e-4)
-VARIANTS = {"sam": {"sam_rho": 0.1}}
+# the plain form's operating point (lr, step) with these settings. sam: rho 0.1, a ball about as strong as one
+# relearning Adam step at lr 3e-4; sam03: rho 0.3, about one step at the attack's lr 1e-3; adv: the first-order
+# adversarial form, one SGD relearning step of lr 0.015 (||delta|| ~ rho 0.1 for NPO) before each update (offline
+# objectives only: the RL trainer has SAM only). Weight averaging is not here: its window is the last 20% of the
+# whole run, and an operating point stopped earlier would be the plain model.
+VARIANTS = {"sam": {"sam_rho": 0.1}, "sam03": {"sam_rho": 0.3},
+            "adv": {"adv_relearn_steps": 1, "adv_relearn_lr": 0.015}}
+OFFLINE_ONLY_VARIANTS = ("adv",)
 REFERENCES = ("full", "retain")
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = {"offline": str(ROOT / "docs" / "mini_tofu" / "results.json"),
-           "rl": str(ROOT / "docs" / "mini_tofu_rl" / "results.json")}  # attacked like the rest: the ceiling and the floor of what an attack can show
+           "rl": str(ROOT / "docs" / "mini_tofu_rl" / "results.json"),
+           "siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}  # attacked like the rest: the ceiling and the floor of what an attack can show
 
 
 @dataclass
@@ -50,15 +60,27 @@ class AttackStudyConfig:
     # models are rebuilt with (MiniTofuConfig fields over mini-TOFU's --full preset; tests cut them down)
     studies: dict = field(default_factory=lambda: dict(STUDIES))
     model_overrides: dict = field(default_factory=dict)
+    # a previous run's results.json: its per-seed measures (and leak curves, where it has them) fill in the
+    # (seed, model) pairs this run did not compute, so a study can grow by seeds across sessions; the report names
+    # the run each seed came from (results.json "merged_from")
+    prior: str | None = None
 
     def __post_init__(self):
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
         self.relearn_lrs = tuple(float(x) for x in self.relearn_lrs)
-        unknown = sorted(o for o in self.objectives if base_objective(o) not in OFFLINE + RL
+        unknown = sorted(o for o in self.objectives if base_objective(o) not in OFFLINE + RL + SIBLINGS
                          or o.partition("+")[2] not in ("", *VARIANTS))
         if unknown:
-            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OFFLINE + RL)}.")
+            raise ValueError(f"objectives: unknown {unknown}; choose from {list(OFFLINE + RL + SIBLINGS)}, each "
+                             f"optionally with +{' / +'.join(VARIANTS)}.")
+        from ..mini_tofu.config import rl_objective
+
+        rl_only = sorted(o for o in self.objectives
+                         if o.partition("+")[2] in OFFLINE_ONLY_VARIANTS and rl_objective(base_objective(o)))
+        if rl_only:
+            raise ValueError(f"objectives: {rl_only} ask for an offline-only variant ({OFFLINE_ONLY_VARIANTS}) of an RL "
+                             "objective, whose trainer has SAM only; use +sam or +sam03.")
         if self.leak_n < 1 or not self.relearn_lrs or min(self.relearn_lrs) <= 0:
             raise ValueError(f"leak_n must be >= 1 and relearn_lrs positive, got {self.leak_n}, {self.relearn_lrs}.")
 
@@ -91,5 +113,5 @@ def main_job_preset(**overrides) -> AttackStudyConfig:
 
 
 def full_preset(**overrides) -> AttackStudyConfig:
-    """The committed study (docs/attacks_study): 5 seeds, every objective, n = 200, the relearning lr grid."""
+    """The committed study (docs/attacks_study): 5 seeds, every objective, n = 32 samples, the relearning lr grid."""
     return replace(AttackStudyConfig(), **overrides)

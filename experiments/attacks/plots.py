@@ -51,20 +51,21 @@ def plot_attacks(rows: dict, cfg, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_leak(records: dict, names, path: Path) -> None:
-    """leak@k (ROUGE-L recall >= 0.5) on the forget questions and on their paraphrases, mean over seeds."""
+def plot_leak(curves: dict, names, path: Path) -> None:
+    """leak@k (ROUGE-L recall >= 0.5) on the forget questions and on their paraphrases, mean over the seeds that have
+    the curve (`curves`: report.leak_curves, {seed: {name: {question key: {"ks", "leak_at_k"}}}})."""
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True, layout="constrained")
     palette = plt.get_cmap("tab20")
     for ax, key, title in zip(axes, ("question", "paraphrased_question"), ("forget questions", "paraphrased")):
         for i, name in enumerate(names):
-            curves = [r["attacks"]["leak"][key] for (s, n), r in records.items() if n == name]
-            if not curves:
+            found = [c[name][key] for c in curves.values() if key in c.get(name, {})]
+            if not found:
                 continue
-            ks = curves[0]["ks"]
-            mean = np.mean([c["leak_at_k"][LEAK_THRESHOLD] for c in curves], axis=0)
+            ks = found[0]["ks"]
+            mean = np.mean([c["leak_at_k"] for c in found], axis=0)
             style = dict(color="black", ls="--" if name == "retain" else ":", lw=2) if name in ("retain", "full") \
                 else dict(color=palette(i % 20), lw=1.3)
-            ax.plot(ks, mean, marker="o", ms=3, label=name, **style)
+            ax.plot(ks, mean, marker="o", ms=3, label=f"{name} ({len(found)} seeds)", **style)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("k (samples at temperature 1)")
         ax.set_title(f"leak@k on the {title} (ROUGE-L recall >= {LEAK_THRESHOLD})", fontsize=10)

@@ -29,7 +29,11 @@ CLAIMS = (("ceu_full_retain", "grpo_retain"), ("ceu_prefix_retain", "grpo_retain
           # issue 25: does SAM (at the plain form's operating point) make forgetting survive the attacks?
           ("npo+sam", "npo"), ("ce_u_retain+sam", "ce_u_retain"), ("grad_diff+sam", "grad_diff"),
           ("grpo_retain+sam", "grpo_retain"), ("ceu_full_retain+sam", "ceu_full_retain"),
-          ("ce_u_retain+sam", "npo+sam"), ("ceu_full_retain+sam", "npo+sam"))
+          ("ce_u_retain+sam", "npo+sam"), ("ceu_full_retain+sam", "npo+sam"),
+          # issue 26: CE-U among its siblings (offline at matched utility; as the RL negative with the retain anchor)
+          ("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u", "undial"), ("ce_u_retain", "rmu"),
+          ("ceu_full_retain", "rl_wga_retain"), ("ceu_full_retain", "rl_satimp_retain"),
+          ("rl_wga_retain", "grpo_retain"), ("rl_satimp_retain", "grpo_retain"))
 
 
 def measures(record: dict, retain: dict) -> dict:
@@ -150,9 +154,42 @@ def markdown(rows: dict, claim_rows: dict, columns) -> str:
     return "\n".join(lines)
 
 
+def leak_curves(records: dict) -> dict:
+    """{seed: {name: {question key: {"ks", "leak_at_k"}}}} at LEAK_THRESHOLD: what plot_leak draws, kept in
+    results.json so that a later run merging this one (`prior`) can draw them too."""
+    out = {}
+    for (seed, name), rec in records.items():
+        for key in ("question", "paraphrased_question"):
+            if key not in rec["attacks"]["leak"]:
+                continue
+            leak = rec["attacks"]["leak"][key]
+            out.setdefault(str(seed), {}).setdefault(name, {})[key] = {"ks": leak["ks"],
+                                                                        "leak_at_k": leak["leak_at_k"][LEAK_THRESHOLD]}
+    return out
+
+
+def merge_prior(table: dict, curves: dict, path: str) -> dict:
+    """Fill `table` ({seed: {name: measures}}) and `curves` with the (seed, model) pairs of a previous run's
+    results.json that this run did not compute; returns what was taken, and from which run."""
+    prior = json.loads(Path(path).read_text())
+    taken = {}
+    for seed, models in prior["per_seed"].items():
+        for name, m in models.items():
+            if name not in table.get(int(seed), {}):
+                table.setdefault(int(seed), {})[name] = m
+                taken.setdefault(seed, []).append(name)
+                if name in prior.get("leak_curves", {}).get(seed, {}):
+                    curves.setdefault(seed, {})[name] = prior["leak_curves"][seed][name]
+    return {"path": str(path), "command": prior["command"], "machine": prior["machine"],
+            "objectives": prior["config"]["objectives"], "models": taken,
+            "merged_from": prior.get("merged_from")}
+
+
 def write(cfg, records: dict, points: dict, out: Path, meta: dict) -> dict:
-    table = per_seed(records)
-    names = ["full", "retain", *dict.fromkeys(o for o in cfg.objectives)]
+    table, curves = per_seed(records), leak_curves(records)
+    prior = merge_prior(table, curves, cfg.prior) if cfg.prior else None
+    table = dict(sorted(table.items()))
+    names = list(dict.fromkeys(["full", "retain", *(prior["objectives"] if prior else ()), *cfg.objectives]))
     rows = aggregate(table, names)
     columns = [c for c in next(iter(rows.values())) if c != "seeds"] if rows else []  # measures() order
     # the measures where lower = less given away (not utility, forget quality, R, or the two-sided MIA scores)
@@ -162,13 +199,17 @@ def write(cfg, records: dict, points: dict, out: Path, meta: dict) -> dict:
     picked = {f"seed{s} {o}": {"lr": p["lr"], "step": p["step"]} for (s, o), p in sorted(points.items())}
     cpu = sum(r["cpu_s"] for r in records.values())
     result = {**meta, "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "operating_points": picked,
-              "total_job_cpu_s": cpu, "rows": rows, "claims": claim_rows,
-              "per_seed": {str(s): v for s, v in table.items()}}
+              "total_job_cpu_s": cpu, "merged_from": prior, "rows": rows, "claims": claim_rows,
+              "per_seed": {str(s): v for s, v in table.items()}, "leak_curves": curves}
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    footer = (f"\n\nSeeds {list(cfg.seeds)}; sum of job CPU time {cpu:.0f} s.\nCommand: `{meta['command']}`\n"
-              f"Machine: {meta['machine']}\n")
+    merged = "" if not prior else (
+        f"\nSeeds and models not run by this command are those of `{prior['command']}` "
+        f"(machine: {prior['machine']}): " + "; ".join(f"seed {s}: {len(n)} models" for s, n in prior["models"].items())
+        + ".")
+    footer = (f"\n\nSeeds {sorted(table)}; this command's job CPU time {cpu:.0f} s.\nCommand: `{meta['command']}`\n"
+              f"Machine: {meta['machine']}{merged}\n")
     (out / "results.md").write_text(markdown(rows, claim_rows, columns) + footer)
     if rows:
         plots.plot_attacks(rows, cfg, out / "attacks.png")
-        plots.plot_leak(records, names, out / "leak_at_k.png")
+        plots.plot_leak(curves, names, out / "leak_at_k.png")
     return result

@@ -2,7 +2,7 @@
 three attacks (leak@k, relearning, quantization), with the seed's full and retain models as the reference points.
 
     python -m experiments.attacks [--seeds 0 1 2 3 4] [--objectives ...] [--workers 2] [--out outputs/attacks]
-                                  [--leak_n 200] [--report_only]
+                                  [--leak_n 200] [--prior results.json] [--report_only]
 
 Jobs run in worker processes (one torch thread each); each finished job is kept in OUT/attack_jobs/ and reused by a rerun
 (resume). Writes OUT/results.{json,md} and the plots (experiments/attacks/report.py, plots.py).
@@ -108,6 +108,7 @@ def parse(argv=None):
     p.add_argument("--relearn_lrs", type=float, nargs="+")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out")
+    p.add_argument("--prior", help="a previous run's results.json whose seeds fill in those not run here")
     p.add_argument("--report_only", action="store_true")
     return p.parse_args(argv)
 
@@ -115,5 +116,5 @@ def parse(argv=None):
 def main(argv=None) -> dict:
     args = parse(argv)
     overrides = {k: tuple(v) if isinstance(v, list) else v
-                 for k in ("seeds", "objectives", "leak_n", "relearn_lrs", "out") if (v := getattr(args, k)) is not None}
+                 for k in ("seeds", "objectives", "leak_n", "relearn_lrs", "out", "prior") if (v := getattr(args, k)) is not None}
     return run(full_preset(**overrides), args.workers, report_only=args.report_only)

@@ -108,6 +108,11 @@ def test_bad_settings_are_refused():
         AttackStudyConfig(objectives=("gradient_ascent",))
     with pytest.raises(ValueError, match="leak_n"):
         AttackStudyConfig(leak_n=0)
+    with pytest.raises(ValueError, match="offline-only variant"):
+        AttackStudyConfig(objectives=("grpo_retain+adv",))  # the RL trainer would ignore adv_relearn_*: refused
+    assert AttackStudyConfig(objectives=("npo+adv", "rl_wga_retain+sam03", "rmu")).objectives[1] == "rl_wga_retain+sam03"
+    assert model_config(AttackStudyConfig(), "npo+adv").objective_overrides["npo"] == {
+        "adv_relearn_steps": 1, "adv_relearn_lr": 0.015}
 
 
 def test_mini_tofu_attacks_its_final_models(study):
@@ -130,3 +135,31 @@ def test_sam_variant_trains_at_the_plain_point_with_sam(study):
     assert sam["attacks"]["before"]["forget_Q_A_Prob"] != plain["attacks"]["before"]["forget_Q_A_Prob"]
     assert model_config(AttackStudyConfig(), "ga+sam").objective_overrides["ga"] == {"sam_rho": 0.1}
     assert "ga" not in model_config(AttackStudyConfig(), "ga").objective_overrides
+
+
+def test_merge_prior_fills_only_what_this_run_lacks(tmp_path):
+    prior = {"command": "earlier", "machine": "m", "config": {"objectives": ["a", "b"]},
+             "per_seed": {"0": {"a": {"m": 9.0}, "b": {"m": 2.0}}, "1": {"a": {"m": 3.0}}},
+             "leak_curves": {"1": {"a": {"question": {"ks": [1, 2], "leak_at_k": [0.1, 0.2]}}}}}
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps(prior))
+    table, curves = {0: {"a": {"m": 1.0}}}, {}
+    taken = report.merge_prior(table, curves, str(path))
+    assert table == {0: {"a": {"m": 1.0}, "b": {"m": 2.0}}, 1: {"a": {"m": 3.0}}}  # this run's seed-0 "a" stays
+    assert taken["models"] == {"0": ["b"], "1": ["a"]} and taken["command"] == "earlier"
+    assert curves == {"1": {"a": prior["leak_curves"]["1"]["a"]}}
+
+
+def test_a_study_grows_by_seeds_with_prior(study, tmp_path):
+    # a later run's report over its own seed and the seeds of an earlier results.json (here seed 0 renamed 5)
+    cfg, _, result, _, _ = study
+    shutil.copytree(Path(cfg.out) / "attack_jobs", tmp_path / "attack_jobs")
+    earlier = {**result, "per_seed": {"5": result["per_seed"]["0"]}, "leak_curves": {"5": result["leak_curves"]["0"]}}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    from dataclasses import replace
+
+    merged = run_attacks(replace(cfg, out=str(tmp_path), prior=str(tmp_path / "earlier.json")), workers=0,
+                         command="test", report_only=True)
+    assert merged["rows"]["ga"]["seeds"] == [0, 5] and merged["merged_from"]["models"]["5"]
+    assert merged["rows"]["ga"]["forget prob"]["per_seed"] == [result["per_seed"]["0"]["ga"]["forget prob"]] * 2
+    assert "seed 5: " in (tmp_path / "results.md").read_text() and (tmp_path / "leak_at_k.png").is_file()
