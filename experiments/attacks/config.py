@@ -8,9 +8,10 @@ from pathlib import Path
 OFFLINE = ("ga", "grad_diff", "npo", "simnpo", "kl", "ce_u", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo")
 # the RL study's forms that its claims name: the anchored pairs, and the unanchored pair
 RL = ("grpo_retain", "ceu_full_retain", "ceu_prefix_retain", "grpo_kl", "ceu_full_kl", "grpo", "ceu_full")
-# CE-U's siblings (issue 26), offline and as the RL negative with the retain anchor, at their operating points in
-# docs/mini_tofu_siblings
+# CE-U's siblings (issue 26), offline and as the RL negative with the retain anchor, and the baselines they are
+# compared with, all at their operating points in docs/mini_tofu_siblings (one study, one machine: siblings_preset)
 SIBLINGS = ("wga", "satimp", "undial", "rmu", "rl_wga_retain", "rl_satimp_retain")
+SIBLING_BASELINES = ("ce_u", "ce_u_retain", "npo", "ceu_full_retain", "grpo_retain")
 LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L recall >= 0.5; 0.3 and 0.7 kept too)
 # relearning-resistant forms (issue 25, docs/unlearning_robustness.md): "<objective>+<variant>" is the objective at
 # the plain form's operating point (lr, step) with these settings. sam: rho 0.1, a ball about as strong as one
@@ -24,8 +25,7 @@ OFFLINE_ONLY_VARIANTS = ("adv",)
 REFERENCES = ("full", "retain")
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = {"offline": str(ROOT / "docs" / "mini_tofu" / "results.json"),
-           "rl": str(ROOT / "docs" / "mini_tofu_rl" / "results.json"),
-           "siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}  # attacked like the rest: the ceiling and the floor of what an attack can show
+           "rl": str(ROOT / "docs" / "mini_tofu_rl" / "results.json")}  # attacked like the rest: the ceiling and the floor of what an attack can show
 
 
 @dataclass
@@ -115,3 +115,12 @@ def main_job_preset(**overrides) -> AttackStudyConfig:
 def full_preset(**overrides) -> AttackStudyConfig:
     """The committed study (docs/attacks_study): 5 seeds, every objective, n = 32 samples, the relearning lr grid."""
     return replace(AttackStudyConfig(), **overrides)
+
+
+def siblings_preset(**overrides) -> AttackStudyConfig:
+    """The siblings' attack study (docs/attacks_study/siblings): CE-U's siblings and the baselines they are compared
+    with, each at its operating point in the --siblings study (docs/mini_tofu_siblings), where they all ran on one
+    machine; otherwise as full_preset."""
+    return replace(AttackStudyConfig(out="outputs/attacks_siblings", objectives=SIBLINGS + SIBLING_BASELINES,
+                                     studies={"siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}),
+                   **overrides)

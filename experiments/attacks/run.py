@@ -2,7 +2,8 @@
 three attacks (leak@k, relearning, quantization), with the seed's full and retain models as the reference points.
 
     python -m experiments.attacks [--seeds 0 1 2 3 4] [--objectives ...] [--workers 2] [--out outputs/attacks]
-                                  [--leak_n 200] [--prior results.json] [--report_only]
+                                  [--leak_n 200] [--prior results.json] [--siblings]
+                                  [--report_only]
 
 Jobs run in worker processes (one torch thread each); each finished job is kept in OUT/attack_jobs/ and reused by a rerun
 (resume). Writes OUT/results.{json,md} and the plots (experiments/attacks/report.py, plots.py).
@@ -23,7 +24,7 @@ from ..machine import machine_info
 from ..mini_tofu.jobs import init_worker, quiet_progress_bars
 from ..mini_tofu.run import _InlineExecutor
 from . import jobs, report
-from .config import REFERENCES, AttackStudyConfig, full_preset
+from .config import REFERENCES, AttackStudyConfig, full_preset, siblings_preset
 from .points import operating_points
 
 
@@ -109,6 +110,8 @@ def parse(argv=None):
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out")
     p.add_argument("--prior", help="a previous run's results.json whose seeds fill in those not run here")
+    p.add_argument("--siblings", action="store_true", help="CE-U's siblings and their baselines at their operating "
+                   "points in docs/mini_tofu_siblings (default out outputs/attacks_siblings)")
     p.add_argument("--report_only", action="store_true")
     return p.parse_args(argv)
 
@@ -117,4 +120,5 @@ def main(argv=None) -> dict:
     args = parse(argv)
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k in ("seeds", "objectives", "leak_n", "relearn_lrs", "out", "prior") if (v := getattr(args, k)) is not None}
-    return run(full_preset(**overrides), args.workers, report_only=args.report_only)
+    preset = siblings_preset if args.siblings else full_preset
+    return run(preset(**overrides), args.workers, report_only=args.report_only)

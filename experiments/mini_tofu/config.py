@@ -152,17 +152,25 @@ def rl_full_preset(**overrides) -> MiniTofuConfig:
 
 
 # --siblings (issue 26): WGA, SatImp, UNDIAL and RMU offline on the --full grid, and WGA's and SatImp's weights as RL
-# negatives with the retain anchor beside the committed ceu_full_retain / grpo_retain (docs/mini_tofu_siblings).
+# negatives with the retain anchor, beside the baselines they are compared with, run again in the same study: a seed's
+# models are like for like only on one machine (float32 training on another CPU gives other models: the committed
+# studies' AMD EPYC runs and an Intel Xeon's differ in the third digit), so the answer does not borrow them.
 # SatImp at its published (beta1 5, beta2 1) barely moves at 5e-5-8e-4 here (p^5 (1-p)^2 is tiny on confident
-# tokens): its grid adds 4x the top rate. RL: the retain-anchored grid's rates where the CE-U forms had their points.
+# tokens): its grid adds 4x the top rate. RL: the retain-anchored grid's rates where the CE-U forms had their points
+# (GRPO also at 2x the top one, as in --full --rl: its frontier is not cut short by the grid).
+SIBLING_BASELINES = ("ga", "ce_u", "ce_u_retain", "npo", "ceu_full_retain", "grpo_retain")
 SIBLINGS_LRS = {"satimp": (2e-4, 8e-4, 3.2e-3), "rl_wga_retain": (2e-4, 8e-4, 1.6e-3),
-                "rl_satimp_retain": (2e-4, 8e-4, 1.6e-3)}
+                "rl_satimp_retain": (2e-4, 8e-4, 1.6e-3), "ceu_full_retain": (2e-4, 8e-4, 1.6e-3),
+                "grpo_retain": (2e-4, 8e-4, 1.6e-3, 3.2e-3)}
 
 
 def siblings_preset(**overrides) -> MiniTofuConfig:
-    """`--siblings`: the four sibling objectives (offline) and rl_wga/rl_satimp + retain (RL), 5 seeds, 2 evaluations."""
+    """`--siblings`: the four sibling objectives (offline), rl_wga/rl_satimp + retain (RL) and SIBLING_BASELINES,
+    5 seeds, 2 evaluations."""
+    # without the gradient-norm MIA (a backward pass per item; the attack study computes it at the operating points)
     cfg = full_preset(**{"out": "outputs/mini_tofu_siblings", "objectives": (*SIBLINGS, "rl_wga_retain",
-                                                                              "rl_satimp_retain"), **overrides})
+                                                                              "rl_satimp_retain", *SIBLING_BASELINES),
+                         "eval_gradnorm": False, **overrides})
     if "learning_rates" in overrides or "objective_learning_rates" in overrides:
         return cfg
     return replace(cfg, objective_learning_rates={o: lrs for o, lrs in SIBLINGS_LRS.items() if o in cfg.objectives})

@@ -1,8 +1,9 @@
 """Issue 26's answer from a finished `--siblings` run: per seed, at matched utility (>= 0.9x the seed's full model's),
 where CE-U stands among its siblings (WGA, SatImp, UNDIAL, RMU against CE-U, CE-U+retain, GA, NPO of docs/mini_tofu),
 and whether WGA's or SatImp's weight as the RL negative does what ceu_full does against GRPO (all with the retain
-anchor; ceu_full_retain and grpo_retain from docs/mini_tofu_rl). The same seeds build the same full models in every
-study, so the per-seed comparison is like for like (checked: the full model's metrics must be equal).
+anchor). The baselines run in the --siblings study itself; a committed study's run (docs/mini_tofu, docs/mini_tofu_rl)
+fills in a name only where that seed's full model is the same model (equal metrics: the same machine), so the
+per-seed comparison is always like for like.
 
     python -m experiments.mini_tofu.siblings_answer [--siblings outputs/mini_tofu_siblings] [--out docs/mini_tofu_siblings]
 
@@ -26,30 +27,35 @@ PAIRS = (("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u_retain", "und
          ("ceu_full_retain", "rl_satimp_retain"), ("rl_wga_retain", "grpo_retain"), ("rl_satimp_retain", "grpo_retain"))
 
 
-def merged_per_seed(siblings: dict, committed=COMMITTED) -> dict:
-    """The siblings run's per-seed results with the committed studies' runs of the same seeds, after checking that
-    each seed's full model is the same model in every study."""
+def merged_per_seed(siblings: dict, committed=COMMITTED) -> tuple[dict, list[str]]:
+    """The siblings run's per-seed results, completed by the committed studies' runs of the same seed where the run
+    lacks a name and that seed's full model is the same model in both (same metrics: same machine and settings);
+    returns them and a note per (study, seed) left out because its full model differs."""
     per_seed = {s: dict(runs) for s, runs in siblings["per_seed"].items()}
+    notes = []
     for path in committed:
         for seed, runs in json.loads(Path(path).read_text())["per_seed"].items():
             if seed not in per_seed:
                 continue
             if runs["full"] != per_seed[seed]["full"]:
-                raise SystemExit(f"seed {seed}: the full model of {path} differs from the siblings run's: the "
-                                 "per-seed comparison would not be like for like (another machine or settings).")
+                notes.append(f"seed {seed}: {Path(path).parent.name} not used (its full model differs from this run's: "
+                             "another machine or settings)")
+                continue
             per_seed[seed].update({n: r for n, r in runs.items() if n not in per_seed[seed]})
-    return per_seed
+    return per_seed, notes
 
 
-def answer(siblings_dir: Path) -> dict:
-    per_seed = merged_per_seed(json.loads((siblings_dir / "results.json").read_text()))
+def answer(siblings_dir: Path, committed=COMMITTED) -> dict:
+    per_seed, notes = merged_per_seed(json.loads((siblings_dir / "results.json").read_text()), committed)
     seeds = sorted(per_seed, key=int)
     names = _objectives(per_seed)
     points = {o: {s: operating_point(per_seed[s], ns) for s in seeds} for o, ns in names.items()}
     wanted = {o for pair in PAIRS for o in pair}
-    return {"seeds": [int(s) for s in seeds],
+    missing = sorted(o for o in wanted if o in points and any(p is None for p in points[o].values()))
+    return {"seeds": [int(s) for s in seeds], "notes": notes,
             "points": {o: {s: p for s, p in ps.items()} for o, ps in points.items() if o in wanted},
-            "comparisons": [compare(points, seeds, v, b) for v, b in PAIRS if v in points and b in points]}
+            "comparisons": [compare(points, seeds, v, b) for v, b in PAIRS if v in points and b in points
+                            and v not in missing and b not in missing]}
 
 
 def _marks(flags, ties=None) -> str:
@@ -72,6 +78,7 @@ def markdown(ans: dict) -> str:
         lines.append(f"| {c['variant']} | {c['baseline']} | {_marks(c['lower_forget_prob'])} | "
                      f"{_marks(c['higher_fq'], c['equal_fq'])} | {'yes' if c['prob_every_seed'] else 'no'} / "
                      f"{'yes' if c['fq_every_seed'] else 'no'} |")
+    lines += [f"- {n}" for n in ans.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
