@@ -15,14 +15,14 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ceu_rl.console import JobLines
 
 from ..machine import machine_info
 from ..mini_tofu.jobs import init_worker, quiet_progress_bars
-from ..mini_tofu.run import _InlineExecutor
+from ..mini_tofu.run import _InlineExecutor, completed
 from . import jobs, report
 from .config import REFERENCES, AttackStudyConfig, full_preset, siblings_preset
 from .points import operating_points
@@ -82,18 +82,14 @@ def run(cfg: AttackStudyConfig, workers: int = 2, command: str | None = None, re
 
     with executor:
         queue_seed(0)
-        while pending:
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for future in finished:
-                seed, name = pending.pop(future)
-                record = future.result()
-                path = _job_path(out, seed, name)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(json.dumps(record))
-                records[(seed, name)] = record
-                lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]))
-                if name == "full":
-                    queue_points(seed)
+        for (seed, name), record in completed(pending):
+            path = _job_path(out, seed, name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record))
+            records[(seed, name)] = record
+            lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]))
+            if name == "full":
+                queue_points(seed)
     if not report_only:
         meta["runtime_s"] = time.time() - start
     result = report.write(cfg, records, points, out, meta)

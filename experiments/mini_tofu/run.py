@@ -34,6 +34,16 @@ from .config import (MATCHED_LR, RL_OBJECTIVES, MiniTofuConfig, full_preset, mai
 _RUN_FIELDS = ("out", "seeds", "objectives", "learning_rates", "objective_learning_rates")
 
 
+def completed(pending: dict):
+    """Yield (key, result) for the futures of `pending` ({future: key}) as they finish, including those submitted to
+    it meanwhile (a finished seed's jobs queue the next seed's)."""
+    while pending:
+        finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for future in finished:
+            key = pending.pop(future)
+            yield key, future.result()
+
+
 class _InlineExecutor:
     """workers=0: every job in this process, one after the other (tests; no process start-up)."""
 
@@ -194,19 +204,15 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
 
     with executor:
         queue_seed(0)
-        while pending:
-            finished, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-            for future in finished:
-                seed, name = pending.pop(future)
-                record = future.result()
-                _save_done(out, cfg, record)
-                done(record)
-                summary = report.per_seed_summaries({k: v for k, v in records.items() if k[0] == seed})
-                final = summary.get(seed, {}).get(name)
-                shown = final[max(final)] if final else {}
-                lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]),
-                           **{k: shown[k] for k in ("forget_quality", "model_utility") if k in shown})
-                write_results(cfg, records, out, meta, complete=False)
+        for (seed, name), record in completed(pending):
+            _save_done(out, cfg, record)
+            done(record)
+            summary = report.per_seed_summaries({k: v for k, v in records.items() if k[0] == seed})
+            final = summary.get(seed, {}).get(name)
+            shown = final[max(final)] if final else {}
+            lines.done(f"seed {seed} {name}", record["wall_s"], cpu_s=round(record["cpu_s"]),
+                       **{k: shown[k] for k in ("forget_quality", "model_utility") if k in shown})
+            write_results(cfg, records, out, meta, complete=False)
     complete = all(key in records for key in todo)
     if report_only:  # beside a run that may still be writing its own results
         out = out / "report_only"
