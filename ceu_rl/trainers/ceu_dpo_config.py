@@ -3,11 +3,12 @@ the DPO-Positive baseline `loss_type="dpop"` (with `dpop_lambda`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import DPOConfig
 
-from ..objectives.dpo_weights import REJECTED_OBJECTIVES
+from ..objectives.dpo_weights import CE_U_REJECTED_OBJECTIVES, REJECTED_OBJECTIVES
 
 # loss types this package adds to TRL's; each stands alone (not combinable in a list with others)
 OWN_LOSS_TYPES = ("ceu", "dpop")
@@ -59,6 +60,21 @@ class CEUDPOConfig(DPOConfig):
             left alone, as by DPO) and CE-U from the first token where the rejected answer leaves the chosen one.
             Measured (docs/dpo_compare): the same as `ceu_full` when the answers share little; on pairs sharing half
             their answer, `ceu_full` at gamma 1 raised the rejected answer in every seed and `ceu_prefix` lowered it.
+            CE-U's siblings, as CE-U-GRPO's `negative_objective` (weight times gamma, on every rejected token; logit
+            push on the token w (1 - p) instead of DPO's 1 - p): `"wga"` w = p^`wga_beta`, WGA's weight (Wang et al.,
+            "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond", ICLR 2025,
+            https://huggingface.co/papers/2502.19301); `"satimp"` w = p^`satimp_beta1` (1 - p)^`satimp_beta2`,
+            SatImp's weight (Yang et al., "Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning", ICML
+            2025, https://huggingface.co/papers/2505.11953). Both grow with p like CE-U's but are bounded by 1, so
+            the push still vanishes on confident tokens (analysis/DERIVATIONS.md Sec. 10); the logged
+            `loss/wga_term` / `loss/satimp_term` is gamma sg(beta sigma(-u)) sum_t sg(w) log pi (in place of
+            `loss/ceu_term`).
+        wga_beta (`float`, *optional*, defaults to `1.0`):
+            `rejected_objective="wga"`'s exponent (finite, >= 0): w = p^beta on rejected tokens; 0 is DPO's gradient
+            (times gamma), 1.0 open-unlearning's WGA default (WGA, arXiv 2502.19301).
+        satimp_beta1 (`float`, *optional*, defaults to `5.0`), satimp_beta2 (`float`, *optional*, defaults to `1.0`):
+            `rejected_objective="satimp"`'s exponents (finite, >= 0): w = p^beta1 (1 - p)^beta2 on rejected tokens
+            (SatImp, arXiv 2505.11953; open-unlearning's defaults, the authors' README recommends beta2 = 0.1).
         dpop_lambda (`float`, *optional*, defaults to `50.0`):
             lambda of DPO-Positive (`loss_type="dpop"`): the weight of the penalty max(0, log pi_ref(y_w) -
             log pi(y_w)) on the chosen answer falling below the reference.
@@ -71,7 +87,8 @@ class CEUDPOConfig(DPOConfig):
             logit gradient as 1 - exp(log pi), with the same error. Cost: one extra chunked LM-head forward and
             backward over those tokens only (`benchmarks/results/exact_weight.json`). Needs a plain `nn.Linear` LM
             head (no PEFT adapter on it), no Liger kernel, no logit scaling or soft-capping. Only used with
-            `loss_type="ceu"`.
+            `loss_type="ceu"` and `rejected_objective` `"ceu_full"` or `"ceu_prefix"` (refused with `"wga"` and
+            `"satimp"`: it computes CE-U's gradient, and their bounded weights need no exact path).
     """
 
     ceu_weight: float = field(
@@ -83,8 +100,22 @@ class CEUDPOConfig(DPOConfig):
     )
     rejected_objective: str = field(
         default="ceu_full",
-        metadata={"help": "loss_type='ceu': 'ceu_full' (CE-U on every rejected token) or 'ceu_prefix' (DPO's gradient "
-                  "on the prefix shared with the chosen answer, CE-U from where they diverge)."},
+        metadata={"help": "loss_type='ceu': 'ceu_full' (CE-U on every rejected token), 'ceu_prefix' (DPO's gradient "
+                  "on the prefix shared with the chosen answer, CE-U from where they diverge), 'wga' (WGA's weight "
+                  "p^wga_beta, arXiv 2502.19301) or 'satimp' (SatImp's p^satimp_beta1 (1-p)^satimp_beta2, "
+                  "arXiv 2505.11953) on every rejected token."},
+    )
+    wga_beta: float = field(
+        default=1.0,
+        metadata={"help": "rejected_objective='wga': w = p^beta on rejected tokens, beta >= 0 (arXiv 2502.19301)."},
+    )
+    satimp_beta1: float = field(
+        default=5.0,
+        metadata={"help": "rejected_objective='satimp': w = p^beta1 (1-p)^beta2 on rejected tokens, beta1 >= 0."},
+    )
+    satimp_beta2: float = field(
+        default=1.0,
+        metadata={"help": "rejected_objective='satimp': beta2 >= 0 (arXiv 2505.11953)."},
     )
     dpop_lambda: float = field(
         default=50.0,
@@ -101,6 +132,15 @@ class CEUDPOConfig(DPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        for name in ("wga_beta", "satimp_beta1", "satimp_beta2"):
+            value = getattr(self, name)
+            try:
+                valid = math.isfinite(float(value)) and float(value) >= 0.0
+            except (TypeError, ValueError):
+                valid = False
+            if not valid:
+                raise ValueError(f"{name}={value!r} is out of range: use a finite value >= 0 (the defaults: "
+                                 "wga_beta=1.0, satimp_beta1=5.0, satimp_beta2=1.0).")
         own = [t for t in self.loss_type if t in OWN_LOSS_TYPES]
         if not own:
             return
@@ -133,3 +173,9 @@ class CEUDPOConfig(DPOConfig):
             raise ValueError(f"ceu_weight must be >= 0, got {self.ceu_weight}.")
         if self.rejected_objective not in REJECTED_OBJECTIVES:
             raise ValueError(f"rejected_objective={self.rejected_objective!r}: use one of {REJECTED_OBJECTIVES}.")
+        if self.ceu_exact_gradient and self.rejected_objective not in CE_U_REJECTED_OBJECTIVES:
+            raise ValueError(
+                f"ceu_exact_gradient=True supports rejected_objective in {CE_U_REJECTED_OBJECTIVES}, not "
+                f"{self.rejected_objective!r}: it computes CE-U's gradient exactly, and the bounded weight of "
+                f"'{self.rejected_objective}' (<= 1) needs no exact path. Set ceu_exact_gradient=False."
+            )

@@ -7,7 +7,9 @@ beta sigma(-u) grad log pi (gradient ascent), becomes beta sigma(-u) ceu_weight 
 (`ceu_dpo_loss`) exactly, and every option of TRL's loss body (f-divergences, LD-DPO's `ld_alpha`, WPO's
 `use_weighting`) applies to it. The loss value is TRL's DPO value; CE-U's value is logged (`loss/ceu_term`).
 With `rejected_objective="ceu_prefix"` the rejected tokens of the prefix the pair's completions share keep DPO's
-gradient (w = 1). Every other `loss_type` is TRL's code path untouched, except the DPO-Positive baseline
+gradient (w = 1); with `"wga"` / `"satimp"` w is CE-U's siblings' weight instead (ceu_weight * p^wga_beta, or
+ceu_weight * p^satimp_beta1 (1 - p)^satimp_beta2), and `loss/wga_term` / `loss/satimp_term` is logged in place of
+`loss/ceu_term`. Every other `loss_type` is TRL's code path untouched, except the DPO-Positive baseline
 `loss_type="dpop"`: TRL's "sigmoid" loss body on chosen log-probs that carry DPOP's penalty (`dpo_positive_penalty`).
 With `ceu_exact_gradient=True` the CE-U tokens get their gradient from `linear_ce_u_loss` on the policy's last hidden
 states (`exact_ce_u_logprobs`; same value), exact in float32 where 1 - p is tiny.
@@ -22,6 +24,7 @@ from trl import DPOTrainer
 
 from ..objectives import ce_u_loss_from_logprobs, exact_ce_u_logprobs, reweighted_logprobs
 from ..objectives.dpo_weights import (
+    CE_U_REJECTED_OBJECTIVES,
     dpo_positive_penalty,
     rejected_ce_u_mask,
     rejected_token_weight,
@@ -63,7 +66,9 @@ class CEUDPOTrainer(DPOTrainer):
         if self.args.rejected_objective == "ceu_prefix":
             shared = shared_prefix_mask(inputs["input_ids"][:, 1:], inputs["completion_mask"][:, 1:])
         policy = _RejectedTokensReweighted(model, inputs["completion_mask"], self.args.ceu_weight,
-                                           self.args.ceu_exact_gradient, self.args.rejected_objective, shared)
+                                           self.args.ceu_exact_gradient, self.args.rejected_objective, shared,
+                                           wga_beta=self.args.wga_beta, satimp_beta1=self.args.satimp_beta1,
+                                           satimp_beta2=self.args.satimp_beta2)
         result = super()._compute_loss(policy, inputs, return_outputs)
         self._log_ceu_metrics(result[0] if return_outputs else result, policy)
         return result
@@ -100,9 +105,13 @@ class CEUDPOTrainer(DPOTrainer):
             (grad,) = torch.autograd.grad(loss, policy.rejected_surrogate, retain_graph=True, allow_unused=True)
             grad = torch.zeros_like(token_logps) if grad is None else grad.detach()
             adaptive = grad * grad.size(0)  # the loss is a mean over pairs
-            ceu = ce_u_loss_from_logprobs(token_logps, policy.rejected_entropy.detach(), mask, reduction="none")
-            ceu_term = self.args.ceu_weight * (adaptive * ceu).sum(-1)
-            metrics["loss/ceu_term"].append(self.accelerator.gather(ceu_term).mean().item())
+            if policy.objective in CE_U_REJECTED_OBJECTIVES:
+                ceu = ce_u_loss_from_logprobs(token_logps, policy.rejected_entropy.detach(), mask, reduction="none")
+                key, term = "loss/ceu_term", self.args.ceu_weight * (adaptive * ceu).sum(-1)
+            else:  # a sibling's term, gamma sg(adaptive) sum_t sg(w) log pi: its gradient is the rejected side's
+                sibling = torch.where(mask, policy.rejected_weight * token_logps, torch.zeros_like(token_logps))
+                key, term = f"loss/{policy.objective}_term", (adaptive * sibling).sum(-1)
+            metrics[key].append(self.accelerator.gather(term).mean().item())
         count = gather(mask.sum()).sum()
         if count > 0:
             metrics["ceu/p_rejected_mean"].append((gather(token_logps.exp()[mask].sum()).sum() / count).item())
@@ -114,13 +123,17 @@ class CEUDPOTrainer(DPOTrainer):
 class _RejectedTokensReweighted:
     """The policy model as TRL's `_compute_loss` calls it, returning on the fused-head call log-probs whose rejected
     completion tokens carry CE-U's gradient: `reweighted_logprobs` with w = `rejected_token_weight` (ceu_weight *
-    p / (1 - p), or 1 on the shared prefix for ceu_prefix), or with `exact`, `exact_ce_u_logprobs` (ceu_weight *
-    linear_ce_u_loss's gradient, from the recorded hidden states) on the CE-U tokens."""
+    p / (1 - p), or 1 on the shared prefix for ceu_prefix; a sibling's weight for wga / satimp), or with `exact`,
+    `exact_ce_u_logprobs` (ceu_weight * linear_ce_u_loss's gradient, from the recorded hidden states) on the CE-U
+    tokens. `ce_u_mask`: the rejected tokens that carry the objective's weight (`rejected_ce_u_mask`)."""
 
     def __init__(self, model, completion_mask, ceu_weight: float, exact: bool = False, objective: str = "ceu_full",
-                 shared: torch.Tensor | None = None):
+                 shared: torch.Tensor | None = None, **sibling_betas: float):
+        if exact and objective not in CE_U_REJECTED_OBJECTIVES:
+            raise ValueError(f"ceu_exact_gradient=True supports rejected_objective in {CE_U_REJECTED_OBJECTIVES}, "
+                             f"not {objective!r}. Set ceu_exact_gradient=False.")
         self.model, self.ceu_weight, self.exact = model, ceu_weight, exact
-        self.objective, self.shared = objective, shared
+        self.objective, self.shared, self.sibling_betas = objective, shared, sibling_betas
         shift_mask = completion_mask[..., 1:]
         self.rejected_mask = shift_mask.chunk(2, dim=0)[1].bool()  # batch is [chosen, rejected]
         self.ce_u_mask = rejected_ce_u_mask(objective, self.rejected_mask, shared)
@@ -134,8 +147,9 @@ class _RejectedTokensReweighted:
         seq_len = self.rejected_mask.size(1)  # prompt-learning PEFT prepends virtual tokens: keep the real positions
         logps = outputs.log_probs
         chosen, rejected = logps[:, -seq_len:].chunk(2, dim=0)
-        weight = rejected_token_weight(self.objective, rejected, self.rejected_mask, self.ceu_weight, self.shared)
-        self.rejected_logps = rejected
+        weight = rejected_token_weight(self.objective, rejected, self.rejected_mask, self.ceu_weight, self.shared,
+                                       **self.sibling_betas)
+        self.rejected_logps, self.rejected_weight = rejected, weight
         self.rejected_surrogate = reweighted_logprobs(rejected, weight)
         if exact:  # the rejected tokens' gradient from linear_ce_u_loss, exact where 1 - p is tiny
             rejected_hidden = scored_hidden_states(hidden, seq_len).chunk(2, dim=0)[1]
