@@ -30,6 +30,8 @@ CLAIMS = (("ceu_full_retain", "grpo_retain"), ("ceu_prefix_retain", "grpo_retain
           ("npo+sam", "npo"), ("ce_u_retain+sam", "ce_u_retain"), ("grad_diff+sam", "grad_diff"),
           ("grpo_retain+sam", "grpo_retain"), ("ceu_full_retain+sam", "ceu_full_retain"),
           ("ce_u_retain+sam", "npo+sam"), ("ceu_full_retain+sam", "npo+sam"),
+          ("npo+adv", "npo"), ("ce_u_retain+adv", "ce_u_retain"), ("grad_diff+adv", "grad_diff"),
+          ("ce_u_retain+adv", "npo+adv"),
           # issue 26: CE-U among its siblings (offline at matched utility; as the RL negative with the retain anchor)
           ("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u", "undial"), ("ce_u_retain", "rmu"),
           ("ceu_full_retain", "rl_wga_retain"), ("ceu_full_retain", "rl_satimp_retain"),
