@@ -11,7 +11,7 @@ RL = ("grpo_retain", "ceu_full_retain", "ceu_prefix_retain", "grpo_kl", "ceu_ful
 # CE-U's siblings (issue 26), offline and as the RL negative with the retain anchor, and the baselines they are
 # compared with, all at their operating points in docs/mini_tofu_siblings (one study, one machine: siblings_preset)
 SIBLINGS = ("wga", "satimp", "undial", "rmu", "rl_wga_retain", "rl_satimp_retain")
-SIBLING_BASELINES = ("ce_u", "ce_u_retain", "npo", "ceu_full_retain", "grpo_retain")
+SIBLING_BASELINES = ("ce_u", "ce_u_retain", "ceu_full_retain", "grpo_retain")
 LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L recall >= 0.5; 0.3 and 0.7 kept too)
 # relearning-resistant forms (issue 25, docs/unlearning_robustness.md): "<objective>+<variant>" is the objective at
 # the plain form's operating point (lr, step) with these settings. sam: rho 0.1, a ball about as strong as one
@@ -55,6 +55,9 @@ class AttackStudyConfig:
     quant_bits: tuple[int, ...] = (4, 8)
     quant_method: str = "auto"  # bitsandbytes when installed (its CPU 4-bit needs in_features % 64 == 0), else "fake"
     leak_paraphrased: bool = True  # leak@k on TOFU's paraphrased questions too
+    # relearning lrs after whose held-out attack leak@k is measured again, on the held-out questions (issue 25: does
+    # what relearning brings back also come out under sampling?); off in the main study (~+10 s per model and lr)
+    leak_after_relearn: tuple[float, ...] = ()
     cheap: bool = False  # the main job's form: relearning's held-out form only (no whole-set relearn, no seen half)
     # where the operating points come from (the committed studies' per-seed results) and the mini-TOFU settings the
     # models are rebuilt with (MiniTofuConfig fields over mini-TOFU's --full preset; tests cut them down)
@@ -69,6 +72,10 @@ class AttackStudyConfig:
         self.seeds = tuple(int(s) for s in self.seeds)
         self.objectives = tuple(self.objectives)
         self.relearn_lrs = tuple(float(x) for x in self.relearn_lrs)
+        self.leak_after_relearn = tuple(float(x) for x in self.leak_after_relearn)
+        if set(self.leak_after_relearn) - set(self.relearn_lrs):
+            raise ValueError(f"leak_after_relearn {self.leak_after_relearn} must be among relearn_lrs "
+                             f"{self.relearn_lrs}.")
         unknown = sorted(o for o in self.objectives if base_objective(o) not in OFFLINE + RL + SIBLINGS
                          or o.partition("+")[2] not in ("", *VARIANTS))
         if unknown:
@@ -124,3 +131,13 @@ def siblings_preset(**overrides) -> AttackStudyConfig:
     return replace(AttackStudyConfig(out="outputs/attacks_siblings", objectives=SIBLINGS + SIBLING_BASELINES,
                                      studies={"siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}),
                    **overrides)
+
+
+def robustness_preset(**overrides) -> AttackStudyConfig:
+    """Issue 25's study (docs/attacks_study/robustness): NPO, CE-U+retain, GradDiff, GRPO+retain and CE-U-GRPO+retain,
+    plain, with SAM (rho 0.1) and, offline, with the adversarial step, at the plain form's operating point; leak@k is
+    measured again after relearning (held-out half, lr 1e-3)."""
+    base = ("npo", "ce_u_retain", "grad_diff", "grpo_retain", "ceu_full_retain")
+    objectives = base + tuple(f"{o}+sam" for o in base) + ("npo+adv", "ce_u_retain+adv", "grad_diff+adv")
+    return replace(AttackStudyConfig(out="outputs/attacks_robustness", objectives=objectives,
+                                     leak_after_relearn=(1e-3,)), **overrides)

@@ -57,6 +57,10 @@ def measures(record: dict, retain: dict) -> dict:
                 ra["relearn"][lr]["all"]["forget_Q_A_Prob"])
         out[f"relearn {lr}: held-out prob"] = r["heldout"]["forget_Q_A_Prob"]
         out[f"relearn {lr}: held-out ROUGE"] = r["heldout"]["forget_Q_A_ROUGE"]
+        if "heldout_leak" in r:  # leak@k on the held-out questions, sampled from the relearned model
+            leak = r["heldout_leak"]["question"]
+            out[f"relearn {lr}: held-out leak@{leak['ks'][-1]}"] = leak["leak_at_k"][LEAK_THRESHOLD][-1]
+            out[f"relearn {lr}: held-out E max ROUGE@{leak['ks'][-1]}"] = leak["expected_max_rougeL_recall"][-1]
         out[f"relearn {lr}: held-out R (prob)"] = relearn_robustness(
             a["relearn"]["before"]["heldout"]["forget_Q_A_Prob"], r["heldout"]["forget_Q_A_Prob"],
             ra["relearn"]["before"]["heldout"]["forget_Q_A_Prob"], ra["relearn"][lr]["heldout"]["forget_Q_A_Prob"])

@@ -2,7 +2,7 @@
 three attacks (leak@k, relearning, quantization), with the seed's full and retain models as the reference points.
 
     python -m experiments.attacks [--seeds 0 1 2 3 4] [--objectives ...] [--workers 2] [--out outputs/attacks]
-                                  [--leak_n 200] [--prior results.json] [--siblings]
+                                  [--leak_n 200] [--prior results.json] [--siblings | --robustness]
                                   [--report_only]
 
 Jobs run in worker processes (one torch thread each); each finished job is kept in OUT/attack_jobs/ and reused by a rerun
@@ -24,7 +24,7 @@ from ..machine import machine_info
 from ..mini_tofu.jobs import init_worker, quiet_progress_bars
 from ..mini_tofu.run import _InlineExecutor, completed
 from . import jobs, report
-from .config import REFERENCES, AttackStudyConfig, full_preset, siblings_preset
+from .config import REFERENCES, AttackStudyConfig, full_preset, robustness_preset, siblings_preset
 from .points import operating_points
 
 
@@ -108,6 +108,8 @@ def parse(argv=None):
     p.add_argument("--prior", help="a previous run's results.json whose seeds fill in those not run here")
     p.add_argument("--siblings", action="store_true", help="CE-U's siblings and their baselines at their operating "
                    "points in docs/mini_tofu_siblings (default out outputs/attacks_siblings)")
+    p.add_argument("--robustness", action="store_true", help="issue 25's study: plain vs SAM vs adversarial forms, "
+                   "leak@k after relearning (default out outputs/attacks_robustness)")
     p.add_argument("--report_only", action="store_true")
     return p.parse_args(argv)
 
@@ -116,5 +118,5 @@ def main(argv=None) -> dict:
     args = parse(argv)
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k in ("seeds", "objectives", "leak_n", "relearn_lrs", "out", "prior") if (v := getattr(args, k)) is not None}
-    preset = siblings_preset if args.siblings else full_preset
+    preset = siblings_preset if args.siblings else robustness_preset if args.robustness else full_preset
     return run(preset(**overrides), args.workers, report_only=args.report_only)

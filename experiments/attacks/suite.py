@@ -22,12 +22,13 @@ def _subset(rows: dict, idx) -> dict:
     return {k: [v[i] for i in idx] for k, v in rows.items()}
 
 
-def _leak(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
+def _leak(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int, paraphrased: bool | None = None) -> dict:
+    paraphrased = cfg.leak_paraphrased if paraphrased is None else paraphrased
     report = leak_report(model, tokenizer, rows["question"], rows["answer"], n=cfg.leak_n,
-                         paraphrased_questions=rows["paraphrased_question"] if cfg.leak_paraphrased else None,
+                         paraphrased_questions=rows["paraphrased_question"] if paraphrased else None,
                          max_new_tokens=cfg.leak_max_new_tokens, prompt_format="plain",
                          batch_size=cfg.leak_batch_size, seed=seed)
-    for key in ("question", "paraphrased_question")[:1 + cfg.leak_paraphrased]:  # counts and maxima, not texts
+    for key in ("question", "paraphrased_question")[:1 + paraphrased]:  # counts and maxima, not texts
         for item in report[key]["per_question"]:
             item.pop("question", None)
             item.pop("answer", None)
@@ -50,6 +51,8 @@ def _relearn(model, tokenizer, rows, cfg: AttackStudyConfig, seed: int) -> dict:
             result["all"] = forget_metrics(attacked, tokenizer, rows, **FMT)
         attacked = relearn(model, tokenizer, _subset(rows, learn_idx), lr, **kw)
         result["heldout"] = forget_metrics(attacked, tokenizer, _subset(rows, held_idx), **FMT)
+        if lr in cfg.leak_after_relearn:  # sampling the held-out questions from the relearned model
+            result["heldout_leak"] = _leak(attacked, tokenizer, _subset(rows, held_idx), cfg, seed, paraphrased=False)
         if not cfg.cheap:
             result["seen"] = forget_metrics(attacked, tokenizer, _subset(rows, learn_idx), **FMT)
         out[f"{lr:g}"] = result

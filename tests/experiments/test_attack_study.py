@@ -27,6 +27,7 @@ def study(tmp_path_factory):
     shutil.copytree(study_out / "models", out / "models")  # the study's finetuned models: not finetuned again
     cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga", "ga+sam"), leak_n=4, leak_max_new_tokens=8,
                             leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,), quant_method="fake",
+                            leak_after_relearn=(1e-3,),
                             studies={"offline": str(study_out / "results.json")}, model_overrides=MODEL)
     result = run_attacks(cfg, workers=0, command="test")
     records = {p.stem: json.loads(p.read_text()) for p in (out / "attack_jobs" / "seed0").glob("*.json")
@@ -81,6 +82,11 @@ def test_measures_equal_hand_computations_from_the_records(study):
     assert got["leak@1"] == pytest.approx(sum(counts) / (4 * len(counts)), abs=1e-12)
     assert got["leak@4"] == pytest.approx(sum(c > 0 for c in counts) / len(counts), abs=1e-12)
     assert len(ga["relearn"]["heldout_idx"]) == 20 and set(ga["quantize"]["4bit"]["quantization"])
+    # leak@k again after relearning, on the 20 held-out questions: leak@n = the share with any leaking sample
+    after = ga["relearn"]["0.001"]["heldout_leak"]["question"]["per_question"]
+    assert len(after) == 20
+    assert got["relearn 0.001: held-out leak@4"] == pytest.approx(
+        sum(q["counts"]["0.5"] > 0 for q in after) / 20, abs=1e-12)
 
 
 def test_claims_mark_every_seed():
@@ -108,6 +114,8 @@ def test_bad_settings_are_refused():
         AttackStudyConfig(objectives=("gradient_ascent",))
     with pytest.raises(ValueError, match="leak_n"):
         AttackStudyConfig(leak_n=0)
+    with pytest.raises(ValueError, match="leak_after_relearn"):
+        AttackStudyConfig(relearn_lrs=(1e-3,), leak_after_relearn=(3e-3,))
     with pytest.raises(ValueError, match="offline-only variant"):
         AttackStudyConfig(objectives=("grpo_retain+adv",))  # the RL trainer would ignore adv_relearn_*: refused
     assert AttackStudyConfig(objectives=("npo+adv", "rl_wga_retain+sam03", "rmu")).objectives[1] == "rl_wga_retain+sam03"
