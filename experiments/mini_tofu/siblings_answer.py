@@ -21,7 +21,7 @@ from .rl_answer import _objectives, compare, operating_point
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = (ROOT / "docs" / "mini_tofu" / "results.json", ROOT / "docs" / "mini_tofu_rl" / "results.json")
-PAIRS = (("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u_retain", "undial"), ("ce_u_retain", "rmu"),
+PAIRS = (("ceu_full_retain", "grpo_retain"), ("ce_u_retain", "npo"), ("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u_retain", "undial"), ("ce_u_retain", "rmu"),
          ("ce_u", "wga"), ("ce_u", "undial"), ("npo", "wga"), ("npo", "undial"), ("npo", "rmu"),
          ("wga", "ga"), ("undial", "ga"), ("ceu_full_retain", "rl_wga_retain"),
          ("ceu_full_retain", "rl_satimp_retain"), ("rl_wga_retain", "grpo_retain"), ("rl_satimp_retain", "grpo_retain"))
