@@ -134,10 +134,14 @@ def siblings_preset(**overrides) -> AttackStudyConfig:
 
 
 def robustness_preset(**overrides) -> AttackStudyConfig:
-    """Issue 25's study (docs/attacks_study/robustness): NPO, CE-U+retain, GradDiff, GRPO+retain and CE-U-GRPO+retain,
-    plain, with SAM (rho 0.1) and, offline, with the adversarial step, at the plain form's operating point; leak@k is
-    measured again after relearning (held-out half, lr 1e-3)."""
-    base = ("npo", "ce_u_retain", "grad_diff", "grpo_retain", "ceu_full_retain")
-    objectives = base + tuple(f"{o}+sam" for o in base) + ("npo+adv", "ce_u_retain+adv", "grad_diff+adv")
-    return replace(AttackStudyConfig(out="outputs/attacks_robustness", objectives=objectives,
+    """Issue 25's study (docs/attacks_study/robustness): NPO, CE-U+retain, GradDiff, GRPO+retain, CE-U-GRPO+retain and
+    SatImp, plain, with SAM (rho 0.1) and, offline, with the adversarial step, at the plain form's operating point;
+    leak@k is measured again after relearning (held-out half, lr 1e-3)."""
+    base = ("npo", "ce_u_retain", "grad_diff", "grpo_retain", "ceu_full_retain", "satimp")
+    objectives = base + tuple(f"{o}+sam" for o in base) + tuple(
+        f"{o}+adv" for o in ("npo", "ce_u_retain", "grad_diff", "satimp"))
+    # SatImp, the sibling that forgot most at matched utility and kept it best under relearning
+    # (docs/attacks_study/siblings), at its point in the --siblings study; the others at the committed studies' points
+    studies = {**STUDIES, "siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}
+    return replace(AttackStudyConfig(out="outputs/attacks_robustness", objectives=objectives, studies=studies,
                                      leak_after_relearn=(1e-3,)), **overrides)

@@ -35,8 +35,9 @@ def operating_point(per_seed_runs: dict, objective: str) -> dict | None:
 
 
 def operating_points(objectives, seeds, studies: dict = STUDIES) -> dict:
-    """{(seed, objective): point} for every objective found in a committed study; an objective whose every point is
-    below the utility bar in a seed gets no point there (the report says so)."""
+    """{(seed, objective): point} for every objective found in a committed study (in `studies` order: the first that
+    has it); an objective whose every point is below the utility bar in a seed gets no point there (the report says
+    so)."""
     out, requested = {}, set(objectives)
     variants = [o for o in objectives if base_objective(o) != o]  # at their plain form's operating point
     objectives = list(dict.fromkeys(base_objective(o) for o in objectives))
@@ -47,8 +48,8 @@ def operating_points(objectives, seeds, studies: dict = STUDIES) -> dict:
             for objective in objectives:
                 if any(n.rsplit("_lr", 1)[0] == objective for n in runs):
                     point = operating_point(runs, objective)
-                    if point is not None:
-                        out[(seed, objective)] = point
+                    if point is not None:  # the first study that has the objective gives its point
+                        out.setdefault((seed, objective), point)
     for name in variants:
         out.update({(seed, name): point for (seed, o), point in list(out.items()) if o == base_objective(name)})
     return {key: point for key, point in out.items() if key[1] in requested}

@@ -171,3 +171,18 @@ def test_a_study_grows_by_seeds_with_prior(study, tmp_path):
     assert merged["rows"]["ga"]["seeds"] == [0, 5] and merged["merged_from"]["models"]["5"]
     assert merged["rows"]["ga"]["forget prob"]["per_seed"] == [result["per_seed"]["0"]["ga"]["forget prob"]] * 2
     assert "seed 5: " in (tmp_path / "results.md").read_text() and (tmp_path / "leak_at_k.png").is_file()
+
+
+def test_the_first_study_that_has_an_objective_gives_its_point(tmp_path):
+    from experiments.attacks.points import operating_points
+
+    def study(name, prob):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"per_seed": {"0": {"full": {"0": _summary(model_utility=1.0)},
+                                                       "npo_lr0.001": {"15": _summary(forget_Q_A_Prob=prob,
+                                                                                      model_utility=0.95)}}}}))
+        return str(path)
+
+    points = operating_points(("npo", "npo+sam"), (0,), {"a": study("a", 0.4), "b": study("b", 0.1)})
+    assert points[(0, "npo")]["summary"]["forget_Q_A_Prob"] == 0.4 == points[(0, "npo+sam")]["summary"][
+        "forget_Q_A_Prob"]
