@@ -17,11 +17,13 @@ LEAK_THRESHOLD = "0.5"  # the leak event reported in tables and plots (ROUGE-L r
 # the plain form's operating point (lr, step) with these settings. sam: rho 0.1, a ball about as strong as one
 # relearning Adam step at lr 3e-4; sam03: rho 0.3, about one step at the attack's lr 1e-3; adv: the first-order
 # adversarial form, one SGD relearning step of lr 0.015 (||delta|| ~ rho 0.1 for NPO) before each update (offline
-# objectives only: the RL trainer has SAM only). Weight averaging is not here: its window is the last 20% of the
-# whole run, and an operating point stopped earlier would be the plain model.
+# objectives only: the RL trainer has SAM only); wa: weight averaging of every iterate in the last 20% of the steps up
+# to the operating point (jobs.point_job sets the window; interval 1: 7 iterates at step 30, the paper averages 6 of
+# 125 steps; offline only).
 VARIANTS = {"sam": {"sam_rho": 0.1}, "sam03": {"sam_rho": 0.3},
-            "adv": {"adv_relearn_steps": 1, "adv_relearn_lr": 0.015}}
-OFFLINE_ONLY_VARIANTS = ("adv",)
+            "adv": {"adv_relearn_steps": 1, "adv_relearn_lr": 0.015},
+            "wa": {"weight_averaging": True, "weight_averaging_interval": 1}}
+OFFLINE_ONLY_VARIANTS = ("adv", "wa")
 REFERENCES = ("full", "retain")
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = {"offline": str(ROOT / "docs" / "mini_tofu" / "results.json"),
@@ -135,11 +137,13 @@ def siblings_preset(**overrides) -> AttackStudyConfig:
 
 def robustness_preset(**overrides) -> AttackStudyConfig:
     """Issue 25's study (docs/attacks_study/robustness): NPO, CE-U+retain, GradDiff, GRPO+retain, CE-U-GRPO+retain and
-    SatImp, plain, with SAM (rho 0.1) and, offline, with the adversarial step, at the plain form's operating point;
+    SatImp, plain, with SAM (rho 0.1) and, offline, with the adversarial step and with weight averaging, at the plain
+    form's operating point;
     leak@k is measured again after relearning (held-out half, lr 1e-3)."""
     base = ("npo", "ce_u_retain", "grad_diff", "grpo_retain", "ceu_full_retain", "satimp")
-    objectives = base + tuple(f"{o}+sam" for o in base) + tuple(
-        f"{o}+adv" for o in ("npo", "ce_u_retain", "grad_diff", "satimp"))
+    offline = ("npo", "ce_u_retain", "grad_diff", "satimp")
+    objectives = base + tuple(f"{o}+sam" for o in base) + tuple(f"{o}+adv" for o in offline) + tuple(
+        f"{o}+wa" for o in offline)
     # SatImp, the sibling that forgot most at matched utility and kept it best under relearning
     # (docs/attacks_study/siblings), at its point in the --siblings study; the others at the committed studies' points
     studies = {**STUDIES, "siblings": str(ROOT / "docs" / "mini_tofu_siblings" / "results.json")}

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
+from ceu_rl.unlearn.sam import WeightAveragingCallback
+
 from ..mini_tofu import jobs as mt
 from ..mini_tofu.config import rl_objective
 from ..mini_tofu.rl_jobs import rl_trainer
@@ -53,6 +55,10 @@ def point_job(cfg: AttackStudyConfig, seed: int, objective: str, lr: float, step
     build = rl_trainer if rl_objective(base) else mt.unlearn_trainer
     trainer = build(model_config(cfg, objective), seed, base, lr, out, [_StopAfter(step)],
                     log_name=f"attacks_{objective}")
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, WeightAveragingCallback):  # the "+wa" form: the window is the last (1 - start) of
+            first = max(1, round(callback.start * step))  # the steps up to the operating point, not of the run
+            callback.first_step = lambda max_steps, first=first: first
     trainer.train()
     if trainer.state.global_step != step:
         raise RuntimeError(f"{objective} seed {seed}: stopped at step {trainer.state.global_step}, not {step}.")

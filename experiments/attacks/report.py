@@ -32,6 +32,7 @@ CLAIMS = (("ceu_full_retain", "grpo_retain"), ("ceu_prefix_retain", "grpo_retain
           ("ce_u_retain+sam", "npo+sam"), ("ceu_full_retain+sam", "npo+sam"),
           ("npo+adv", "npo"), ("ce_u_retain+adv", "ce_u_retain"), ("grad_diff+adv", "grad_diff"),
           ("ce_u_retain+adv", "npo+adv"), ("satimp+sam", "satimp"), ("satimp+adv", "satimp"),
+          ("npo+wa", "npo"), ("ce_u_retain+wa", "ce_u_retain"), ("grad_diff+wa", "grad_diff"), ("satimp+wa", "satimp"),
           # issue 26: CE-U among its siblings (offline at matched utility; as the RL negative with the retain anchor)
           ("ce_u_retain", "wga"), ("ce_u_retain", "satimp"), ("ce_u", "undial"), ("ce_u_retain", "rmu"),
           ("ceu_full_retain", "rl_wga_retain"), ("ceu_full_retain", "rl_satimp_retain"),

@@ -25,13 +25,13 @@ def study(tmp_path_factory):
     mini = run_mini_tofu(MiniTofuConfig(out=str(study_out), seeds=(0,), objectives=("ga",), learning_rates=(1e-3,),
                                         attacks=("retain", "ga"), **MODEL), workers=0, command="test")
     shutil.copytree(study_out / "models", out / "models")  # the study's finetuned models: not finetuned again
-    cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga", "ga+sam"), leak_n=4, leak_max_new_tokens=8,
+    cfg = AttackStudyConfig(out=str(out), seeds=(0,), objectives=("ga", "ga+sam", "ga+wa"), leak_n=4, leak_max_new_tokens=8,
                             leak_batch_size=64, relearn_lrs=(1e-3,), quant_bits=(4,), quant_method="fake",
                             leak_after_relearn=(1e-3,),
                             studies={"offline": str(study_out / "results.json")}, model_overrides=MODEL)
     result = run_attacks(cfg, workers=0, command="test")
     records = {p.stem: json.loads(p.read_text()) for p in (out / "attack_jobs" / "seed0").glob("*.json")
-               if p.stem in ("full", "retain", "ga", "ga+sam")}
+               if p.stem in ("full", "retain", "ga", "ga+sam", "ga+wa")}
     return cfg, mini, result, records, study_out
 
 
@@ -186,3 +186,15 @@ def test_the_first_study_that_has_an_objective_gives_its_point(tmp_path):
     points = operating_points(("npo", "npo+sam"), (0,), {"a": study("a", 0.4), "b": study("b", 0.1)})
     assert points[(0, "npo")]["summary"]["forget_Q_A_Prob"] == 0.4 == points[(0, "npo+sam")]["summary"][
         "forget_Q_A_Prob"]
+
+
+def test_weight_averaging_window_ends_at_the_operating_point(study):
+    # "+wa" averages the iterates from round(0.8 x step) to the point's step: at step 3 two iterates (2, 3), another
+    # model than plain GA; at step 2 one snapshot, the last iterate (plain GA's model)
+    _, _, result, records, _ = study
+    plain, wa = records["ga"], records["ga+wa"]
+    assert (wa["lr"], wa["step"]) == (plain["lr"], plain["step"])
+    same = wa["attacks"]["before"]["forget_Q_A_Prob"] == plain["attacks"]["before"]["forget_Q_A_Prob"]
+    assert same == (plain["step"] == 2)
+    with pytest.raises(ValueError, match="offline-only variant"):
+        AttackStudyConfig(objectives=("grpo_retain+wa",))
