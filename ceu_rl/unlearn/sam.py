@@ -238,18 +238,23 @@ class WeightAveragingCallback(TrainerCallback):
     the trainable parameters. Checkpoints and evaluations during training see the plain iterate; with no snapshot
     (training stopped before the first averaged step) the model is left as trained, with a warning."""
 
-    def __init__(self, start: float = 0.8, interval: int = 5):
+    def __init__(self, start: float = 0.8, interval: int = 5, horizon: int | None = None):
         if not (0 <= start < 1):
             raise ValueError(f"weight_averaging_start={start} is out of range: use a fraction of the run in [0, 1) "
                              "(0.8: the paper's step 100 of 125).")
         if isinstance(interval, bool) or int(interval) != interval or interval < 1:
             raise ValueError(f"weight_averaging_interval={interval} is out of range: use an integer >= 1 (steps "
                              "between snapshots; the paper's 5).")
-        self.start, self.interval = float(start), int(interval)
+        if horizon is not None and (isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1):
+            raise ValueError(f"horizon={horizon} is out of range: use the step the run will stop at (>= 1), or None "
+                             "for max_steps.")
+        self.start, self.interval, self.horizon = float(start), int(interval), horizon
         self.mean, self.count, self.steps = None, 0, []
 
     def first_step(self, max_steps: int) -> int:
-        return max(1, round(self.start * max_steps))
+        """The first averaged step: `start` of `horizon` (a run stopped early at that step, e.g. by a callback),
+        else of max_steps."""
+        return max(1, round(self.start * (self.horizon or max_steps)))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.mean, self.count, self.steps = None, 0, []

@@ -56,9 +56,8 @@ def point_job(cfg: AttackStudyConfig, seed: int, objective: str, lr: float, step
     trainer = build(model_config(cfg, objective), seed, base, lr, out, [_StopAfter(step)],
                     log_name=f"attacks_{objective}")
     for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, WeightAveragingCallback):  # the "+wa" form: the window is the last (1 - start) of
-            first = max(1, round(callback.start * step))  # the steps up to the operating point, not of the run
-            callback.first_step = lambda max_steps, first=first: first
+        if isinstance(callback, WeightAveragingCallback):  # "+wa": the window ends at the operating point
+            callback.horizon = step
     trainer.train()
     if trainer.state.global_step != step:
         raise RuntimeError(f"{objective} seed {seed}: stopped at step {trainer.state.global_step}, not {step}.")

@@ -276,6 +276,15 @@ def test_weight_averaging_is_the_mean_of_the_chosen_iterates(tiny_path, tmp_path
                                   weight_averaging_interval=2)).train()
 
 
+def test_weight_averaging_horizon_is_the_step_a_run_stops_at():
+    from ceu_rl.unlearn.sam import WeightAveragingCallback
+
+    assert WeightAveragingCallback(0.8, 1).first_step(30) == 24
+    assert WeightAveragingCallback(0.8, 1, horizon=15).first_step(30) == 12  # a run stopped at step 15 of 30
+    with pytest.raises(ValueError, match="horizon"):
+        WeightAveragingCallback(0.8, 1, horizon=0)
+
+
 # ---- RL: SAM on the GRPO / CE-U-GRPO loss, the retain NLL at w ----------------------------------------------------
 def test_rl_sam_gradient_equals_the_two_pass_reference(tiny_path, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_path)
