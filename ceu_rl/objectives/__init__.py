@@ -1,6 +1,7 @@
 """Pure loss functions: CE-U, the unified CE/CE-U loss, the unlearning baselines and CE-U's siblings (WGA, WTNPO,
-SatImp, UNDIAL, RMU). No trainer code here."""
+SatImp, UNDIAL, RMU), forward-KL distillation (UNDO). No trainer code here."""
 
+from .distillation import forward_kl_loss
 from .dpo_weights import dpo_positive_penalty, rejected_ce_u_mask, rejected_token_weight, shared_prefix_mask
 from .exact_weights import label_log_odds, log_one_minus_p
 from .linear_ce_u import linear_ce_u_loss, linear_unified_loss_and_logprobs
@@ -50,6 +51,7 @@ __all__ = [
     "dpo_loss",
     "dpo_positive_penalty",
     "exact_ce_u_logprobs",
+    "forward_kl_loss",
     "gradient_ascent_loss",
     "grpo_token_loss",
     "label_log_odds",
