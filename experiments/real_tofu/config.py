@@ -1,0 +1,62 @@
+"""Settings of TOFU on a real pretrained model (SmolLM2-135M-Instruct, `ceu_rl.models.smollm2`), sized for a CPU."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..mini_tofu.config import MiniTofuConfig
+
+# the offline objectives of issue 30 (GradDiff, NPO, SimNPO, CE-U+retain, IdkDPO, CE-U-IdkDPO, SatImp, RMU)
+OBJECTIVES = ("grad_diff", "npo", "simnpo", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo", "satimp", "rmu")
+# the first ones run: the claims (b) and (c) of issue 30 and the NPO baseline
+CORE_OBJECTIVES = ("grad_diff", "ce_u_retain", "npo", "idk_dpo", "ce_u_idk_dpo")
+
+
+@dataclass
+class RealTofuConfig(MiniTofuConfig):
+    """TOFU's protocol at a size two CPU cores run. The pretrained model is fixed: the "full" model (finetuned on the
+    retain authors and forget01's two authors) and the "retain" model (the retain authors only) are finetuned once,
+    with `finetune_seed`; a seed is the unlearning run's data order and seed. Chat template, answer-only NLL.
+
+    Eval sets (questions): the forget split (forget01: all 40, with its paraphrased and 5 perturbed answers), the
+    first `eval_retain` retain questions (authors the models were finetuned on), the first `eval_general` real-author
+    and world-facts questions each; generations greedy, `max_new_tokens`.
+    """
+
+    out: str = "outputs/real_tofu"
+    base_model: str = ""  # a HF folder or hub id; "" = ceu_rl.models.smollm2_path()
+    prompt_format: str = "chat"
+    objectives: tuple[str, ...] = CORE_OBJECTIVES
+    learning_rates: tuple[float, ...] = (2e-5,)
+    num_retain_authors: int = 4  # 4 retain + forget01's 2 = 6 authors finetuned
+    finetune_epochs: int = 5
+    finetune_lr: float = 1e-4
+    finetune_batch_size: int = 8
+    finetune_seed: int = 0
+    batch_size: int = 4  # unlearning: 4 forget + 4 retain questions a step
+    unlearn_epochs: int = 2  # 20 steps on forget01
+    eval_retain: int = 20
+    eval_general: int = 20
+    max_new_tokens: int = 48
+    max_length: int = 256
+    eval_gradnorm: bool = False  # a backward pass per item: not at this size on a CPU
+    objective_overrides: dict = field(default_factory=lambda: {
+        "simnpo": {"beta": 2.5},
+        # RMU on 30 layers: WMDP steers layer 7 of 32 in 7B models (~1/4 of the depth), so layer 7 of 30 here;
+        # the coefficient is mini-TOFU's 8 (not tuned on this model)
+        "rmu": {"rmu_layer": 7, "rmu_steering_coeff": 8.0},
+    })
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("eval_retain", "eval_general", "finetune_epochs", "finetune_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+def base_model_path(cfg: RealTofuConfig) -> str:
+    if cfg.base_model:
+        return cfg.base_model
+    from ceu_rl.models import smollm2_path
+
+    return smollm2_path()

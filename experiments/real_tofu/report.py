@@ -1,0 +1,108 @@
+"""The real-model study's numbers: every metric per seed, run and step (privacy metrics and utility's parts
+included), and the per-seed answer to issue 30's claims (b) CE-U+retain keeps more utility than GradDiff at matched
+or better forgetting and (c) CE-U-IdkDPO forgets more than IdkDPO, at the operating points (utility >= 0.9x the full
+model's), and the utility parts of the base, full and retain models (what finetuning costs)."""
+
+from __future__ import annotations
+
+from ceu_rl.tofu.metrics import summary_from_eval_log
+
+from ..mini_tofu.report import UTILITY_FRACTION
+from ..stats import mean_sd
+
+PARTS = ("model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_truth_ratio", "retain_Q_A_Prob",
+         "retain_Q_A_ROUGE", "ra_Q_A_Prob_normalised", "ra_Q_A_ROUGE", "wf_Q_A_Prob_normalised", "wf_Q_A_ROUGE",
+         "privleak", "extraction_strength")
+
+
+def full_summaries(records: dict) -> dict:
+    """{seed: {name: {step: every summary metric}}}, forget quality and privleak against the retain model."""
+    out = {}
+    for (seed, name), rec in records.items():
+        retain = records.get((seed, "retain"))
+        if retain is None:
+            continue
+        logs = {"0": rec["eval_log"]} if "eval_log" in rec else rec["eval_logs"]
+        out.setdefault(str(seed), {})[name] = {str(step): summary_from_eval_log(log, retain["eval_log"])
+                                               for step, log in logs.items()}
+    return out
+
+
+def points(runs: dict, objective: str) -> list[dict]:
+    """Every evaluated (lr, step) point of `objective` in one seed's runs, with its summary."""
+    return [{"lr": float(name.rsplit("_lr", 1)[1]), "step": int(step), **s}
+            for name, steps in runs.items() if name.rsplit("_lr", 1)[0] == objective for step, s in steps.items()]
+
+
+def operating_point(runs: dict, objective: str) -> dict | None:
+    """The lowest forget prob among the points with utility >= 0.9x the full model's (experiments/attacks/points.py's
+    rule); None if no point keeps that much utility."""
+    limit = UTILITY_FRACTION * runs["full"]["0"]["model_utility"]
+    ok = [p for p in points(runs, objective) if p["model_utility"] >= limit]
+    return min(ok, key=lambda p: (p["forget_Q_A_Prob"], p["step"], p["lr"])) if ok else None
+
+
+def claim_b(runs: dict) -> dict:
+    """Per GradDiff point: does some CE-U+retain point forget at least as much (forget prob <=) and keep more
+    utility? Holds when that is so for every GradDiff point."""
+    ceu, gd = points(runs, "ce_u_retain"), points(runs, "grad_diff")
+    rows = [{"grad_diff": (p["lr"], p["step"], p["forget_Q_A_Prob"], p["model_utility"]),
+             "dominated_by_ce_u_retain": any(c["forget_Q_A_Prob"] <= p["forget_Q_A_Prob"]
+                                             and c["model_utility"] > p["model_utility"] for c in ceu)} for p in gd]
+    return {"holds": bool(rows) and bool(ceu) and all(r["dominated_by_ce_u_retain"] for r in rows), "rows": rows}
+
+
+def claim_c(runs: dict) -> dict:
+    """At every shared (lr, step): CE-U-IdkDPO's forget prob below IdkDPO's."""
+    idk = {(p["lr"], p["step"]): p for p in points(runs, "idk_dpo")}
+    ceu = {(p["lr"], p["step"]): p for p in points(runs, "ce_u_idk_dpo")}
+    rows = [{"lr": k[0], "step": k[1], "idk_dpo": idk[k]["forget_Q_A_Prob"], "ce_u_idk_dpo": ceu[k]["forget_Q_A_Prob"]}
+            for k in sorted(set(idk) & set(ceu))]
+    return {"holds": bool(rows) and all(r["ce_u_idk_dpo"] < r["idk_dpo"] for r in rows), "rows": rows}
+
+
+def answer(per_seed: dict, objectives) -> dict:
+    seeds = sorted(per_seed, key=int)
+    out = {"operating_points": {}, "claims": {}, "models": {}}
+    for name in ("base", "full", "retain"):
+        if all(name in per_seed[s] for s in seeds):
+            out["models"][name] = {k: per_seed[seeds[0]][name]["0"][k] for k in PARTS}  # the same in every seed
+    for objective in objectives:
+        picks = {s: operating_point(per_seed[s], objective) for s in seeds if points(per_seed[s], objective)}
+        if picks:
+            out["operating_points"][objective] = {
+                "per_seed": picks,
+                **{k: mean_sd([p[k] for p in picks.values() if p]) for k in ("forget_Q_A_Prob", "model_utility")
+                   if any(picks.values())}}
+    for key, fn, needs in (("b", claim_b, ("ce_u_retain", "grad_diff")), ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
+        if all(o in objectives for o in needs):
+            per = {s: fn(per_seed[s]) for s in seeds}
+            out["claims"][key] = {"holds_in_every_seed": all(v["holds"] for v in per.values()),
+                                  "seeds_holding": [s for s, v in per.items() if v["holds"]], "per_seed": per}
+    return out
+
+
+def markdown(ans: dict) -> str:
+    lines = ["## The models before unlearning (utility's parts; forget01's two authors)", "",
+             "| model | " + " | ".join(PARTS) + " |", "|---" * (len(PARTS) + 1) + "|"]
+    for name, row in ans["models"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.3g}" for k in PARTS) + " |")
+    lines += ["", f"## Operating points (lowest forget prob with utility >= {UTILITY_FRACTION}x the full model's), "
+              "per seed", "", "| objective | seed | lr | step | forget prob | forget ROUGE | utility | ra ROUGE | "
+              "wf ROUGE | forget quality |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for objective, op in ans["operating_points"].items():
+        for seed, p in op["per_seed"].items():
+            if p is None:
+                lines.append(f"| {objective} | {seed} | no point keeps 0.9x utility | | | | | | | |")
+                continue
+            lines.append(f"| {objective} | {seed} | {p['lr']:g} | {p['step']} | {p['forget_Q_A_Prob']:.3f} | "
+                         f"{p['forget_Q_A_ROUGE']:.3f} | {p['model_utility']:.3f} | {p['ra_Q_A_ROUGE']:.3f} | "
+                         f"{p['wf_Q_A_ROUGE']:.3f} | {p['forget_quality']:.2g} |")
+    names = {"b": "CE-U+retain keeps more utility than GradDiff at matched or better forgetting",
+             "c": "CE-U-IdkDPO forgets more (lower forget prob) than IdkDPO at the same lr and step"}
+    lines += ["", "## Claims, per seed", ""]
+    for key, c in ans["claims"].items():
+        verdict = "holds in every seed" if c["holds_in_every_seed"] else \
+            f"does NOT hold in every seed (holds in seeds {c['seeds_holding'] or 'none'})"
+        lines.append(f"- ({key}) {names[key]}: **{verdict}**.")
+    return "\n".join(lines) + "\n"
