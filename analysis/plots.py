@@ -126,7 +126,9 @@ def plot_p_distribution(traces: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def make_all(out: str | Path, quick: bool = True) -> dict[str, Path]:
+def make_all(out: str | Path, quick: bool = True, real_model: str | None = None) -> dict[str, Path]:
+    """Every figure; `real_model`: also the real-model panel (analysis/real_model.py) from that model folder, or
+    replotted from a real_model_traces.json."""
     from .traces import run_traces
 
     out = Path(out)
@@ -153,4 +155,19 @@ def make_all(out: str | Path, quick: bool = True) -> dict[str, Path]:
     from .family import make_family
 
     files["family_vs_confidence"] = make_family(out, quick=quick)
+    if real_model:
+        files["real_model_traces"] = real_model_panel(out, real_model)
     return files
+
+
+def real_model_panel(out: Path, real_model: str) -> Path:
+    """GA vs CE-U traces on a real model folder (analysis/real_model.py), or replotted from their JSON."""
+    from .real_model import plot_real_model_traces, real_model_traces
+
+    if str(real_model).endswith(".json"):
+        data = json.loads(Path(real_model).read_text())
+    else:
+        data = real_model_traces(real_model, out / "real_model_runs")
+    (out / "real_model_traces.json").write_text(json.dumps(data, indent=1))
+    plot_real_model_traces(data, out / "real_model_traces.png")
+    return out / "real_model_traces.png"

@@ -12,7 +12,7 @@ from .callback import GradientTraceCallback
 OBJECTIVES = ("ga", "ce_u")
 
 
-def real_model_traces(model_path: str, out: str | Path, seeds=(0, 1, 2), steps: int = 20, lr: float = 2e-5,
+def real_model_traces(model_path: str, out: str | Path, seeds=(0, 1, 2), steps: int = 15, lr: float = 2e-5,
                       batch_size: int = 4, prompt_format: str = "chat") -> dict:
     """{"model", "settings", "seeds": {seed: {objective: {"records": [{step, grad_norm, loss, p_y_mean}]}}}}."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -59,9 +59,9 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
             shared[record["name"]] = record
             for seed in cfg.seeds:  # every seed reports against the same base, full and retain models
                 records[(seed, record["name"])] = {**record, "seed": seed}
-            if record["name"] == "full":
-                for seed in cfg.seeds:
-                    for name, objective, lr in report.run_names(cfg):
+            if record["name"] == "full":  # a run over every seed before the next run: a cut study has whole pairs
+                for name, objective, lr in report.run_names(cfg):
+                    for seed in cfg.seeds:
                         submit(seed, name, jobs.unlearn_job, objective, lr)
         else:
             records[(record["seed"], record["name"])] = record
