@@ -36,7 +36,8 @@ from tofu_unlearn import TofuArguments, _evaluate  # noqa: E402
 from ceu_rl import CEUGRPOConfig  # noqa: E402
 from ceu_rl.console import quiet_trainer  # noqa: E402
 from ceu_rl.tofu import FORGET_TO_RETAIN, load_split  # noqa: E402
-from ceu_rl.tofu.formatting import format_prompt, resolve_prompt_format  # noqa: E402
+from ceu_rl.tofu.formatting import (format_prompt, record_max_new_tokens, record_prompt_format,  # noqa: E402
+                                    resolve_prompt_format)
 from ceu_rl.tofu.rewards import forget_answer_penalty  # noqa: E402
 from ceu_rl.unlearn.rl_unlearn_trainer import RetainAnchoredGRPOTrainer  # noqa: E402
 
@@ -65,7 +66,9 @@ def main(argv=None):
     if tofu.forget_split not in FORGET_TO_RETAIN:
         raise SystemExit(f"error: forget_split must be one of {sorted(FORGET_TO_RETAIN)}, got {tofu.forget_split!r}")
     model, tokenizer = load_model_and_tokenizer(model_args)
-    fmt = resolve_prompt_format(prompt_args.prompt_format, tokenizer, model_args.model_name_or_path)
+    fmt = resolve_prompt_format(prompt_args.prompt_format, tokenizer, model_args.model_name_or_path, model=model)
+    record_prompt_format(model, fmt)  # the prompts' format, in the config of every checkpoint (what "auto" reads)
+    record_max_new_tokens(model, tofu.eval_max_new_tokens)  # and the evaluation's length (the CLIs' default)
     forget = load_split(tofu.forget_split, tofu.data_source)
     prompts = Dataset.from_dict({"prompt": [format_prompt(q, tokenizer, fmt) for q in forget["question"]],
                                  "answer": list(forget["answer"])})

@@ -27,6 +27,7 @@ from ceu_rl.console import quiet_trainer  # noqa: E402
 from ceu_rl import UnlearnConfig, UnlearnTrainer  # noqa: E402
 from ceu_rl.tofu import FORGET_TO_RETAIN, load_idk, load_split  # noqa: E402
 from ceu_rl.tofu.evaluate import evaluate_tofu, write_eval  # noqa: E402
+from ceu_rl.tofu.formatting import record_max_new_tokens  # noqa: E402
 
 
 @dataclass
@@ -62,6 +63,8 @@ def main():
     retain_log = json.loads(Path(tofu.retain_log).read_text()) if tofu.retain_log else None
     retain_log = retain_log_for_questions(retain_log, tofu.eval_questions)
     out = Path(cfg.output_dir)
+    # the saved model records its evaluation length (and UnlearnTrainer its prompt format): the CLIs' defaults
+    record_max_new_tokens(model, tofu.eval_max_new_tokens)
 
     trainer = UnlearnTrainer(model=model, args=cfg, forget_dataset=forget, retain_dataset=retain,
                              processing_class=tokenizer, idk_answers=load_idk(tofu.data_source),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm  # TQDM_DISABLE=1 silences the bars
 
 from . import memorization, metrics, mia
 from .data import load_split
-from .formatting import IGNORE_INDEX, encode_qa, prompt_ids, resolve_prompt_format
+from .formatting import IGNORE_INDEX, encode_qa, prompt_ids, resolve_max_new_tokens, resolve_prompt_format
 
 
 def _batches(items, size):
@@ -237,7 +238,7 @@ def evaluate_tofu(model, tokenizer, forget_split="forget10", data_source=None, p
     `reference_model` (sharing the tokenizer, e.g. the retain model) adds mia_reference. They only add keys: every
     other value is computed as without them.
     """
-    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    fmt = resolve_prompt_format(prompt_format, tokenizer, model=model)
     subsets = subsets or {}
     model.eval()
     sets = {
@@ -300,9 +301,12 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--retain_log", help="retain model's TOFU_EVAL.json, for forget_quality")
     p.add_argument("--data_source", default=None, help="folder of TOFU JSON files, or 'hub' (default: shipped copy)")
-    p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"])
+    p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"],
+                   help="auto: the format the model's config records (ceu_rl_prompt_format), else [INST] for Llama-2, "
+                        "the chat template where there is one, else plain")
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--max_new_tokens", type=int, default=200)
+    p.add_argument("--max_new_tokens", type=int, default=None,
+                   help="greedy tokens for ROUGE; default: the model's recorded ceu_rl_max_new_tokens, else 200")
     p.add_argument("--no_privacy", action="store_true",
                    help="skip the MIAs, privleak, extraction strength and exact memorization")
     p.add_argument("--no_gradnorm", action="store_true", help="skip mia_gradnorm (one backward pass per item)")
@@ -319,8 +323,11 @@ def main(argv=None):
     reference = None
     if args.reference_model and not args.no_privacy:
         reference = AutoModelForCausalLM.from_pretrained(args.reference_model, dtype="auto").to(device).eval()
-    log = evaluate_tofu(model, tokenizer, args.forget_split, args.data_source, args.prompt_format, retain,
-                        args.max_new_tokens, args.batch_size, privacy=not args.no_privacy,
+    fmt = resolve_prompt_format(args.prompt_format, tokenizer, model=model)
+    max_new_tokens = resolve_max_new_tokens(args.max_new_tokens, model)
+    print(f"prompt format {fmt!r}, max_new_tokens {max_new_tokens}", file=sys.stderr)
+    log = evaluate_tofu(model, tokenizer, args.forget_split, args.data_source, fmt, retain,
+                        max_new_tokens, args.batch_size, privacy=not args.no_privacy,
                         gradnorm=not args.no_gradnorm, reference_model=reference)
     print(json.dumps(write_eval(log, args.out, retain), indent=2))
 

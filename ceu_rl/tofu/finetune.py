@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
 from ..unlearn.data import pad_batch
-from .formatting import encode_qa, resolve_prompt_format
+from .formatting import encode_qa, record_prompt_format, resolve_prompt_format
 
 
 class QADataset(Dataset):
@@ -24,8 +24,11 @@ class QADataset(Dataset):
 def finetune(model, tokenizer, dataset, args: TrainingArguments, prompt_format="auto", max_length=256, callbacks=None,
              log_path=None):
     """Standard answer-only cross entropy on a dataset with question/answer columns. Returns the Trainer.
-    `log_path`: per-step logs to that JSONL file instead of the terminal (`ceu_rl.console.quiet_trainer`)."""
-    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    `log_path`: per-step logs to that JSONL file instead of the terminal (`ceu_rl.console.quiet_trainer`).
+    The prompt format is recorded in `model.config` (`record_prompt_format`): the saved model carries it, and
+    "auto" finds it there."""
+    fmt = resolve_prompt_format(prompt_format, tokenizer, model=model)
+    record_prompt_format(model, fmt)
     data = QADataset(tokenizer, dataset["question"], dataset["answer"], fmt, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import torch
 
-from ..tofu.formatting import IGNORE_INDEX
+from ..tofu.formatting import IGNORE_INDEX, record_prompt_format, resolve_prompt_format
 from ..trainers import CEUGRPOTrainer
 from .data import _encode_all, pad_batch
 from .sam import SharpnessAwareMixin
@@ -48,7 +48,10 @@ def answer_nll(model, batch: dict) -> torch.Tensor:
 class RetainAnchoredGRPOTrainer(SharpnessAwareMixin, CEUGRPOTrainer):
     """[`CEUGRPOTrainer`] plus `retain_coef` x the retain NLL (GradDiff's retain term) on `retain_dataset`
     (question/answer rows), `retain_batch_size` pairs per micro-batch. `retain_coef=0` is CEUGRPOTrainer exactly.
-    `sam_rho` (default 0 = off): SAM on the RL loss with the retain NLL at w (see the module docstring)."""
+    `sam_rho` (default 0 = off): SAM on the RL loss with the retain NLL at w (see the module docstring).
+    `prompt_format` formats the retain pairs ("auto": the model's recorded format, else a guess) and, with a
+    retain set, is recorded in the model's config (`ceu_rl_prompt_format`); the RL prompts are formatted by the
+    caller, who should format them the same way."""
 
     def __init__(self, *args, retain_dataset=None, retain_coef: float = 1.0, retain_batch_size: int = 16,
                  prompt_format: str = "plain", max_length: int = 256, sam_rho: float = 0.0, **kwargs):
@@ -64,8 +67,11 @@ class RetainAnchoredGRPOTrainer(SharpnessAwareMixin, CEUGRPOTrainer):
         if retain_coef > 0 and retain_dataset is None:
             raise ValueError("retain_coef > 0 needs a retain_dataset (question/answer rows); or set retain_coef=0.")
         self.retain_coef, self.retain_batch_size = float(retain_coef), int(retain_batch_size)
-        self._retain = (None if retain_dataset is None else
-                        _encode_all(self.processing_class, retain_dataset, prompt_format, max_length, "retain"))
+        self._retain = None
+        if retain_dataset is not None:
+            prompt_format = resolve_prompt_format(prompt_format, self.processing_class, model=self.model)
+            record_prompt_format(self.model, prompt_format)
+            self._retain = _encode_all(self.processing_class, retain_dataset, prompt_format, max_length, "retain")
         self._retain_order: list[int] = []
         self._retain_epoch = 0
 

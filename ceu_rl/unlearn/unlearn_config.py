@@ -112,7 +112,9 @@ class UnlearnConfig(TrainingArguments):
             steps >= `weight_averaging_start` x max_steps that are multiples of `weight_averaging_interval`
             (defaults `0.8` and `5`: the paper's steps 100, 105, ..., 125 of 125). No extra passes.
         max_length (`int`, defaults to `256`): prompt + answer tokens per item.
-        prompt_format (`str`, defaults to `"auto"`): "llama2", "chat", "plain" or "auto" (see `ceu_rl.tofu.formatting`).
+        prompt_format (`str`, defaults to `"auto"`): "llama2", "chat", "plain" or "auto" (see `ceu_rl.tofu.formatting`):
+            "auto" takes the format recorded in the model's config (`ceu_rl_prompt_format`), else guesses; the format
+            used is recorded there, so the saved model carries it.
     """
 
     objective: str = field(default="ce_u", metadata={"help": f"one of {sorted(OBJECTIVES)}"})

@@ -26,7 +26,7 @@ from trl.trainer.utils import add_fused_lm_head
 
 from .. import objectives as obj
 from ..objectives.linear_ce_u import linear_unified_loss_and_logprobs
-from ..tofu.formatting import IGNORE_INDEX, resolve_prompt_format
+from ..tofu.formatting import IGNORE_INDEX, record_prompt_format, resolve_prompt_format
 from .data import ForgetRetainCollator, ForgetRetainDataset
 from .sam import SharpnessAwareMixin, WeightAveragingCallback
 from .unlearn_config import UnlearnConfig
@@ -153,7 +153,8 @@ class UnlearnTrainer(SharpnessAwareMixin, Trainer):
         if args.objective.endswith("idk_dpo") and not idk_answers:
             raise ValueError(f"objective={args.objective!r} needs idk_answers (e.g. ceu_rl.tofu.load_idk()).")
         tokenizer = processing_class
-        fmt = resolve_prompt_format(args.prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+        fmt = resolve_prompt_format(args.prompt_format, tokenizer, model=model)
+        record_prompt_format(model, fmt)  # config.json's ceu_rl_prompt_format in every save: what "auto" reads
         train_dataset = ForgetRetainDataset(
             tokenizer, forget_dataset, retain_dataset if args.needs_retain else None, fmt, args.max_length,
             idk_answers if args.objective.endswith("idk_dpo") else None, seed=args.seed,

@@ -20,6 +20,7 @@ from ceu_rl.tiny_models import save_tiny_model
 from ceu_rl.tofu.data import load_idk, load_split
 from ceu_rl.tofu.evaluate import evaluate_tofu
 from ceu_rl.tofu.finetune import finetune
+from ceu_rl.tofu.formatting import record_max_new_tokens
 from ceu_rl.unlearn import UnlearnConfig, UnlearnTrainer
 
 from .config import MiniTofuConfig
@@ -85,7 +86,9 @@ def attacked(model, tokenizer, cfg: MiniTofuConfig, seed: int, name: str) -> dic
     from ..attacks.suite import attack_suite
 
     clock = _Clock()
-    result = attack_suite(model, tokenizer, main_job_preset(), seed, cfg.forget_split)
+    # leak@k sampled as long as the study generates (and as long as its saved models record: the CLI's default)
+    result = attack_suite(model, tokenizer, main_job_preset(leak_max_new_tokens=cfg.max_new_tokens), seed,
+                          cfg.forget_split)
     return {"attacks": result, "attack_cpu_s": clock.seconds()["cpu_s"]}
 
 
@@ -120,7 +123,10 @@ def finetune_job(cfg: MiniTofuConfig, seed: int, name: str, out: Path) -> dict:
                                              cfg.finetune_lr, seed))
     # the Trainer prints every step's log dict: into the log file
     with open(logs / f"finetune_{name}.log", "w") as log, contextlib.redirect_stdout(log):
-        finetune(model, tokenizer, data, args, prompt_format="plain")
+        finetune(model, tokenizer, data, args, prompt_format="plain")  # recorded in the config: plain
+    # the study's generation length, recorded beside the format: the CLIs (evaluate, attacks) pointed at the saved
+    # model measure it as the study does
+    record_max_new_tokens(model, cfg.max_new_tokens)
     path = out / "models" / f"seed{seed}" / name
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -198,3 +198,24 @@ def test_weight_averaging_window_ends_at_the_operating_point(study):
     assert same == (plain["step"] == 2)
     with pytest.raises(ValueError, match="offline-only variant"):
         AttackStudyConfig(objectives=("grpo_retain+wa",))
+
+
+def test_cli_leak_with_defaults_equals_the_main_job_on_its_model(study, tmp_path):
+    # issue 30: the saved mini-TOFU models record their plain format and generation length, so the CLI pointed at one
+    # with no --prompt_format / --max_new_tokens measures what the main job measured (its n, batch size and seed)
+    from ceu_rl.tofu.attacks.__main__ import main as attacks_cli
+    from experiments.attacks.config import main_job_preset
+
+    _, _, _, _, study_out = study
+    preset = main_job_preset()
+    job = json.loads((study_out / "jobs" / "seed0" / "retain.json").read_text())["attacks"]["leak"]
+    assert job["settings"]["prompt_format"] == "plain" and job["settings"]["max_new_tokens"] == MODEL["max_new_tokens"]
+    attacks_cli(["leak", "--model", str(study_out / "models" / "seed0" / "retain"), "--forget_split", "forget01",
+                 "--n", str(preset.leak_n), "--batch_size", str(preset.leak_batch_size), "--no_paraphrased",
+                 "--out", str(tmp_path)])
+    cli = json.loads((tmp_path / "LEAK.json").read_text())["model"]
+    assert {k: cli["settings"][k] for k in ("prompt_format", "max_new_tokens")} == {
+        "prompt_format": "plain", "max_new_tokens": MODEL["max_new_tokens"]}
+    for item in cli["question"]["per_question"]:  # the main job's record keeps no texts
+        item.pop("question"), item.pop("answer")
+    assert cli["question"] == job["question"]

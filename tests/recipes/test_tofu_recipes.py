@@ -64,6 +64,9 @@ def test_unlearn_recipe_writes_results(tiny_tofu, tmp_path):
     assert len(record["train_log"]) == 2  # 8 forget items / batch 4
     assert (tmp_path / "results.md").read_text().count("| ce_u |") == 1
     assert (tmp_path / "eval_after" / "TOFU_EVAL.json").is_file()
+    # the saved model carries its training format and evaluation length (what the CLIs' defaults read)
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["ceu_rl_prompt_format"] == "plain" and config["ceu_rl_max_new_tokens"] == 4
 
 
 def test_ddp_two_processes_equal_one_process(tiny_tofu, tmp_path):

@@ -5,7 +5,10 @@
     python -m ceu_rl.tofu.attacks quantize --model PATH [--bits 4 8] [--method auto] --out DIR
 
 write DIR/LEAK.json, DIR/RELEARN.json or DIR/QUANTIZE.json and print a short table. The model is loaded with
-`dtype="auto"` on the GPU when there is one.
+`dtype="auto"` on the GPU when there is one. `--prompt_format auto` and an unset `--max_new_tokens` take what the
+model's config records (`ceu_rl_prompt_format`, `ceu_rl_max_new_tokens`: written when this library trained and
+evaluated it, e.g. mini-TOFU's plain format and 48 tokens), else the format's guess and 200; every model of a run
+(the unlearned one and its references) is generated from with the --model's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 import time
 from pathlib import Path
 
+from ..formatting import resolve_max_new_tokens, resolve_prompt_format
 from .leak import DEFAULT_THRESHOLDS, leak_report
 from .quantize import METHODS, quantization_robustness, quantize_model
 from .relearn import KNOWLEDGE_DIRECTIONS, forget_metrics, heldout_split, relearn, relearn_robustness_table
@@ -28,6 +32,14 @@ def _load(path: str):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
     return model.to("cuda" if torch.cuda.is_available() else "cpu"), tokenizer
+
+
+def _resolve_settings(args, model, tokenizer) -> None:
+    """--prompt_format auto and an unset --max_new_tokens from what `model` (the --model) records, else the guesses;
+    in place, so that its references are measured with the same settings."""
+    args.prompt_format = resolve_prompt_format(args.prompt_format, tokenizer, model=model)
+    args.max_new_tokens = resolve_max_new_tokens(args.max_new_tokens, model)
+    print(f"prompt format {args.prompt_format!r}, max_new_tokens {args.max_new_tokens}")
 
 
 def _rows(args) -> dict:
@@ -57,14 +69,16 @@ def run_leak(args) -> dict:
     para = rows.get("paraphrased_question") if not args.no_paraphrased else None
     if not args.no_paraphrased and para is None:
         raise ValueError(f"{args.forget_split}_perturbed has no paraphrased_question column: pass --no_paraphrased.")
-    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                    max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
-                    batch_size=args.batch_size, seed=args.seed)
     out = {"forget_split": args.forget_split}
     for role, path in (("model", args.model), ("retain_model", args.retain_model)):
         if path is None:
             continue
         model, tokenizer = _load(path)
+        if role == "model":
+            _resolve_settings(args, model, tokenizer)
+        sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                        max_new_tokens=args.max_new_tokens, prompt_format=args.prompt_format,
+                        batch_size=args.batch_size, seed=args.seed)
         start = time.time()
         out[role] = {"path": path, **leak_report(model, tokenizer, rows["question"], rows["answer"], n=args.n,
                                                  ks=args.ks, thresholds=args.thresholds,
@@ -101,6 +115,7 @@ def run_relearn(args) -> dict:
     models = {"unlearned": args.model, "retain": args.retain_model, **({"full": args.full_model}
                                                                      if args.full_model else {})}
     loaded = {role: _load(path) for role, path in models.items() if path is not None}
+    _resolve_settings(args, *loaded["unlearned"])
     before = {role: _metrics(m, t, evaluate, args) for role, (m, t) in loaded.items()}
     for lr in args.lr:
         run = {"lr": lr}
@@ -127,6 +142,7 @@ def run_quantize(args) -> dict:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # its per-call int8 cast notices
     rows = _rows(args)
     model, tokenizer = _load(args.model)
+    _resolve_settings(args, model, tokenizer)
     before = _metrics(model, tokenizer, rows, args)
     out = {"forget_split": args.forget_split, "path": args.model, "before": before, "runs": []}
     for bits in args.bits:
@@ -143,13 +159,16 @@ def run_quantize(args) -> dict:
     return out
 
 
-def _common(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
+def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the (unlearned) model: hub id or local path")
     p.add_argument("--forget_split", default="forget10", choices=["forget01", "forget05", "forget10"])
     p.add_argument("--questions", type=int, default=None, help="only the first N forget questions (default: all)")
     p.add_argument("--data_source", default=None, help="folder of TOFU JSON files, or 'hub' (default: shipped copy)")
-    p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"])
-    p.add_argument("--max_new_tokens", type=int, default=max_new_tokens)
+    p.add_argument("--prompt_format", default="auto", choices=["auto", "llama2", "chat", "plain"],
+                   help="auto: the format the model's config records (ceu_rl_prompt_format), else [INST] for Llama-2, "
+                        "the chat template where there is one, else plain")
+    p.add_argument("--max_new_tokens", type=int, default=None,
+                   help="default: the model's recorded ceu_rl_max_new_tokens, else 200")
     p.add_argument("--max_length", type=int, default=512)
     p.add_argument("--out", required=True)
 
@@ -158,7 +177,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ceu_rl.tofu.attacks", description="Attacks on unlearned models")
     sub = p.add_subparsers(dest="attack", required=True)
     leak = sub.add_parser("leak", help="leak@k under sampling (arXiv 2511.04934)")
-    _common(leak, 200)
+    _common(leak)
     leak.add_argument("--retain_model", default=None, help="the floor: a model that never saw the forget set")
     leak.add_argument("--n", type=int, default=200, help="samples per question (the paper: 200)")
     leak.add_argument("--temperature", type=float, default=1.0)
@@ -171,7 +190,7 @@ def parser() -> argparse.ArgumentParser:
     leak.add_argument("--seed", type=int, default=0)
     leak.add_argument("--save_samples", action="store_true", help="keep every sample and its ROUGE in LEAK.json")
     rel = sub.add_parser("relearn", help="relearning attack and OpenUnlearning's R (arXiv 2506.12618)")
-    _common(rel, 200)
+    _common(rel)
     rel.add_argument("--retain_model", default=None, help="the reference for R (OpenUnlearning's protocol)")
     rel.add_argument("--full_model", default=None, help="optional second reference: the model before unlearning")
     rel.add_argument("--lr", type=float, nargs="+", default=[2e-5], help="one run per learning rate")
@@ -183,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument("--seed", type=int, default=0)
     rel.add_argument("--batch_size", type=int, default=16, help="evaluation batch size")
     qua = sub.add_parser("quantize", help="4-/8-bit weight quantization (arXiv 2410.16454)")
-    _common(qua, 200)
+    _common(qua)
     qua.add_argument("--bits", type=int, nargs="+", default=[4, 8], choices=[4, 8])
     qua.add_argument("--method", default="auto", choices=METHODS, help="auto: bitsandbytes if installed, else fake")
     qua.add_argument("--quant_type", default="nf4", choices=["nf4", "fp4", "int"],

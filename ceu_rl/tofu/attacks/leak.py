@@ -98,7 +98,7 @@ def sample_answers(model, tokenizer, questions: Sequence[str], n: int = 200, tem
         raise ValueError(f"temperature={temperature} must be > 0 (greedy decoding is `greedy_answers`).")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p={top_p} must lie in (0, 1].")
-    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    fmt = resolve_prompt_format(prompt_format, tokenizer, model=model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     encoded = [prompt_ids(tokenizer, q, fmt) for q in questions]
     rows = [i for i in range(len(questions)) for _ in range(n)]

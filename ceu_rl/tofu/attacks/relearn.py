@@ -114,7 +114,7 @@ def relearn(model, tokenizer, qa_rows, lr: float = 2e-5, epochs: float = 1, batc
     if len(qa_rows["question"]) == 0:
         raise ValueError("qa_rows is empty: pass at least one question/answer row to relearn on.")
     attacked = copy_model(model)
-    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    fmt = resolve_prompt_format(prompt_format, tokenizer, model=model)
     with tempfile.TemporaryDirectory() as tmp, _preserved_rng():
         args = TrainingArguments(output_dir=tmp, use_cpu=attacked.device.type == "cpu", num_train_epochs=epochs,
                                  learning_rate=lr, per_device_train_batch_size=batch_size,
@@ -132,7 +132,7 @@ def forget_metrics(model, tokenizer, rows: Mapping, prompt_format: str = "auto",
                    batch_size: int = 16, max_length: int = 512) -> dict[str, float]:
     """The forget-set aggregates of `ceu_rl.tofu.evaluate` (open-unlearning's keys) on `rows` (a dict of columns of a
     forget*_perturbed split, or of a subset of its rows): Q_A_Prob, Q_A_PARA_Prob, Q_A_PERT_Prob, truth ratio, ROUGE."""
-    fmt = resolve_prompt_format(prompt_format, tokenizer, getattr(model.config, "_name_or_path", ""))
+    fmt = resolve_prompt_format(prompt_format, tokenizer, model=model)
     model.eval()
     log = evaluate_split(model, tokenizer, rows, prefix="forget", fmt=fmt, has_paraphrase=True, forget=True,
                          max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length)

@@ -53,3 +53,34 @@ def test_quantize_cli_stand_in(tiny_path, tmp_path):
     assert all(r["quantization"]["method"] == "fake" for r in out["runs"])
     assert set(out["runs"][0]["Q"]) == {"forget_Q_A_Prob", "forget_Q_A_PARA_Prob", "forget_Q_A_ROUGE"}
     assert out["runs"][1]["after"]["forget_Q_A_Prob"] == pytest.approx(out["before"]["forget_Q_A_Prob"], rel=0.05)
+
+
+def test_leak_cli_defaults_take_the_recorded_format_and_length(tiny_path, tmp_path):
+    # a mini-TOFU-like model: trained on the plain format, saved with the tiny tokenizer's chat template, its study's
+    # generation length recorded. With no --prompt_format / --max_new_tokens the CLI measures it as trained (issue 30:
+    # "auto" used to pick the chat template)
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+
+    from ceu_rl.tofu.finetune import finetune
+    from ceu_rl.tofu.formatting import record_max_new_tokens
+
+    model, tok = AutoModelForCausalLM.from_pretrained(tiny_path), AutoTokenizer.from_pretrained(tiny_path)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), use_cpu=True, max_steps=2, learning_rate=1e-2,
+                             per_device_train_batch_size=4, report_to="none", save_strategy="no", disable_tqdm=True)
+    finetune(model, tok, load_split("forget01").select(range(8)), args, prompt_format="plain")
+    record_max_new_tokens(model, 5)
+    path = tmp_path / "model"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    assert (path / "chat_template.jinja").is_file() or "chat_template" in (path / "tokenizer_config.json").read_text()
+    runs = {"defaults": [], "plain": ["--prompt_format", "plain", "--max_new_tokens", "5"],
+            "chat": ["--prompt_format", "chat", "--max_new_tokens", "5"]}
+    got = {}
+    for name, extra in runs.items():
+        main(["leak", "--model", str(path), "--forget_split", "forget01", "--questions", "3", "--n", "4",
+              "--no_paraphrased", "--save_samples", "--out", str(tmp_path / name), *extra])
+        got[name] = json.loads((tmp_path / name / "LEAK.json").read_text())["model"]
+    assert got["defaults"]["settings"]["prompt_format"] == "plain"
+    assert got["defaults"]["settings"]["max_new_tokens"] == 5
+    assert got["defaults"]["question"] == got["plain"]["question"]  # every sample, count and curve
+    assert got["defaults"]["question"] != got["chat"]["question"]
