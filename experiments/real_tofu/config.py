@@ -43,6 +43,12 @@ class RealTofuConfig(MiniTofuConfig):
     eval_general: int = 20
     max_new_tokens: int = 48
     max_length: int = 256
+    # the relearning attack (issue 30, claim e; OpenUnlearning's protocol): answer-only NLL on all 40 forget
+    # questions for one epoch (batch 8: 5 steps) at `relearn_lr` (the finetune lr; OpenUnlearning relearns at 2x),
+    # then the forget metrics again; on the full and retain models and on the final model of the runs of `attacked`
+    # at their highest lr (each ~2.5 min of CPU)
+    attacked: tuple[str, ...] = ("ce_u_retain", "grad_diff")
+    relearn_lr: float = 1e-4
     eval_gradnorm: bool = False  # a backward pass per item: not at this size on a CPU
     objective_overrides: dict = field(default_factory=lambda: {
         "simnpo": {"beta": 2.5},

@@ -32,6 +32,27 @@ def evaluate(model, tokenizer, cfg: RealTofuConfig) -> dict:
                          gradnorm=cfg.eval_gradnorm)
 
 
+def relearn_attack(model, tokenizer, cfg: RealTofuConfig, seed: int) -> dict:
+    """Forget metrics after relearning on all forget questions (OpenUnlearning's R protocol), on a copy of `model`."""
+    from ceu_rl.tofu.attacks import forget_metrics, relearn
+
+    rows = load_split(f"{cfg.forget_split}_perturbed").to_dict()
+    clock = _Clock()
+    attacked = relearn(model, tokenizer, rows, cfg.relearn_lr, epochs=1, batch_size=8, gradient_accumulation_steps=1,
+                       prompt_format=cfg.prompt_format, seed=seed, max_length=cfg.max_length)
+    after = forget_metrics(attacked, tokenizer, rows, prompt_format=cfg.prompt_format,
+                           max_new_tokens=cfg.max_new_tokens, batch_size=20, max_length=cfg.max_length)
+    return {"lr": cfg.relearn_lr, "after": after, **clock.seconds()}
+
+
+def relearn_job(cfg: RealTofuConfig, seed, name: str, out: Path) -> dict:
+    """The relearning attack on the saved full or retain model ("relearn_full", "relearn_retain")."""
+    clock = _Clock()
+    path = model_dir(out, name.removeprefix("relearn_"))
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    return {"seed": seed, "name": name, "relearn": relearn_attack(model, tokenizer, cfg, 0), **clock.seconds()}
+
+
 def model_dir(out: Path, name: str) -> Path:
     return Path(out) / "models" / name
 
@@ -98,5 +119,8 @@ def unlearn_job(cfg: RealTofuConfig, seed: int, objective: str, lr: float, out: 
         raise RuntimeError(f"{name} seed {seed}: no evaluation at steps {missing} (ran {trainer.state.global_step}).")
     trace = [{k: h[k] for k in ("step", "loss", "grad_norm", "forget/p_y_mean") if k in h}
              for h in trainer.state.log_history if "loss" in h]
+    attack = {}
+    if objective in cfg.attacked and lr == max(cfg.lrs_of(objective)):
+        attack = {"relearn": relearn_attack(trainer.model, trainer.processing_class, cfg, seed)}
     return {"seed": seed, "name": name, "objective": objective, "lr": lr, "eval_logs": evaluator.logs,
-            "trace": trace, **clock.seconds()}
+            "trace": trace, **attack, **clock.seconds()}

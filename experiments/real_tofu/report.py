@@ -5,6 +5,7 @@ model's), and the utility parts of the base, full and retain models (what finetu
 
 from __future__ import annotations
 
+from ceu_rl.tofu.attacks import relearn_robustness
 from ceu_rl.tofu.metrics import summary_from_eval_log
 
 from ..mini_tofu.report import UTILITY_FRACTION
@@ -105,4 +106,47 @@ def markdown(ans: dict) -> str:
         verdict = "holds in every seed" if c["holds_in_every_seed"] else \
             f"does NOT hold in every seed (holds in seeds {c['seeds_holding'] or 'none'})"
         lines.append(f"- ({key}) {names[key]}: **{verdict}**.")
+    return "\n".join(lines) + "\n"
+
+
+def relearning(records: dict, shared: dict) -> dict:
+    """Per attacked run and seed: forget prob before (the run's final evaluation) and after relearning, and
+    OpenUnlearning's R against the retain model's own rise (R >= 0.8 would be forgetting that survives); the full
+    and retain models' before / after beside them."""
+    if "relearn_retain" not in shared or "retain" not in shared:
+        return {}
+
+    def prob(log):
+        return log["forget_Q_A_Prob"]["agg_value"]
+
+    ret_before, ret_after = prob(shared["retain"]["eval_log"]), shared["relearn_retain"]["relearn"]["after"]["forget_Q_A_Prob"]
+    out = {"relearn_lr": shared["relearn_retain"]["relearn"]["lr"],
+           "retain": {"before": ret_before, "after": ret_after}}
+    if "relearn_full" in shared:
+        out["full"] = {"before": prob(shared["full"]["eval_log"]),
+                       "after": shared["relearn_full"]["relearn"]["after"]["forget_Q_A_Prob"]}
+    for (seed, name), rec in sorted(records.items(), key=lambda kv: (kv[0][1], str(kv[0][0]))):
+        if "relearn" not in rec:
+            continue
+        before = prob(rec["eval_logs"][str(max(int(k) for k in rec["eval_logs"]))])
+        after = rec["relearn"]["after"]["forget_Q_A_Prob"]
+        out.setdefault(name, {})[str(seed)] = {"before": before, "after": after,
+                                               "R": relearn_robustness(before, after, ret_before, ret_after)}
+    return out
+
+
+def relearning_markdown(rel: dict) -> str:
+    if not rel:
+        return ""
+    lines = ["", f"## Relearning attack (all 40 forget questions, 1 epoch, lr {rel['relearn_lr']:g}): forget prob "
+             "before -> after, OpenUnlearning's R (>= 0.8: the forgetting survives)", "",
+             "| model | seed | before | after | R |", "|---|---|---|---|---|"]
+    for name in ("full", "retain"):
+        if name in rel:
+            lines.append(f"| {name} | all | {rel[name]['before']:.3f} | {rel[name]['after']:.3f} | |")
+    for name, per in rel.items():
+        if name in ("full", "retain", "relearn_lr"):
+            continue
+        for seed, r in per.items():
+            lines.append(f"| {name} | {seed} | {r['before']:.3f} | {r['after']:.3f} | {r['R']:.3f} |")
     return "\n".join(lines) + "\n"

@@ -57,6 +57,10 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
     def finished(record):
         if record["seed"] == SHARED:
             shared[record["name"]] = record
+            if record["name"].startswith("relearn_"):
+                return
+            if record["name"] in ("full", "retain") and cfg.attacked:  # the attack's reference points
+                submit(SHARED, f"relearn_{record['name']}", jobs.relearn_job, f"relearn_{record['name']}")
             for seed in cfg.seeds:  # every seed reports against the same base, full and retain models
                 records[(seed, record["name"])] = {**record, "seed": seed}
             if record["name"] == "full":  # a run over every seed before the next run: a cut study has whole pairs
@@ -78,23 +82,24 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
             if "retain" in shared:
                 write_results(cfg, records, out, meta)
     meta["runtime_s"] = time.time() - start
-    meta["stage_cpu_s"] = {"base": shared["base"]["cpu_s"], "finetune full": shared["full"]["cpu_s"],
-                           "finetune retain": shared["retain"]["cpu_s"],
+    meta["stage_cpu_s"] = {**{n: r["cpu_s"] for n, r in shared.items()},
                            **{f"seed {s}": sum(r["cpu_s"] for (rs, n), r in records.items()
                                                 if rs == s and n not in shared) for s in cfg.seeds}}
     todo = [(s, n) for s in cfg.seeds for n, _, _ in report.run_names(cfg)]
     result = write_results(cfg, records, out, meta, complete=all(k in records for k in todo), final=True)
-    return write_answer(cfg, records, out, result)
+    return write_answer(cfg, records, shared, out, result)
 
 
-def write_answer(cfg: RealTofuConfig, records: dict, out: Path, result: dict) -> dict:
+def write_answer(cfg: RealTofuConfig, records: dict, shared: dict, out: Path, result: dict) -> dict:
     """results.json's per_seed with every metric (mini-TOFU's keeps seven), the per-seed answer, answer.md."""
     import json
 
     result["per_seed"] = real_report.full_summaries(records)
     result["answer"] = real_report.answer(result["per_seed"], cfg.objectives)
+    result["relearning"] = real_report.relearning(records, shared)
     (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "answer.md").write_text(real_report.markdown(result["answer"]))
+    (out / "answer.md").write_text(real_report.markdown(result["answer"])
+                                   + real_report.relearning_markdown(result["relearning"]))
     print((out / "results.md").read_text() + "\n" + (out / "answer.md").read_text(), flush=True)
     return result
 
@@ -115,4 +120,6 @@ def main(argv=None) -> dict:
     overrides = {k: tuple(v) if isinstance(v, list) else v
                  for k in ("seeds", "objectives", "learning_rates", "out", "base_model")
                  if (v := getattr(args, k)) is not None}
+    if "learning_rates" in overrides:  # a grid the user chose: exactly that, for every objective
+        overrides["objective_learning_rates"] = {}
     return run(replace(RealTofuConfig(), **overrides), args.workers)

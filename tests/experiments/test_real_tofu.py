@@ -24,8 +24,10 @@ def study(tmp_path_factory):
     base = save_tiny_model(root / "base", texts[:3000], vocab_size=512, hidden_size=32, num_layers=1, seed=0)
     cfg = RealTofuConfig(out=str(root / "out"), base_model=str(base), seeds=(0, 1),
                          objectives=("grad_diff", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo"), learning_rates=(1e-3,),
+                         objective_learning_rates={},
                          num_retain_authors=1, finetune_epochs=1, finetune_lr=3e-3, unlearn_epochs=1, batch_size=20,
-                         eval_retain=4, eval_general=4, max_new_tokens=4, max_length=256)
+                         eval_retain=4, eval_general=4, max_new_tokens=4, max_length=256, attacked=("ce_u_retain",),
+                         relearn_lr=1e-3)
     result = run(cfg, workers=0, command="test")
     return cfg, result
 
@@ -63,6 +65,17 @@ def test_claims_equal_a_hand_computation(study):
         full_u = runs["full"]["0"]["model_utility"]
         op = report.operating_point(runs, "grad_diff")
         assert (op is None) == (gd["model_utility"] < 0.9 * full_u)
+
+
+def test_relearning_r_by_hand(study):
+    _, result = study
+    rel = result["relearning"]
+    assert sorted(rel["ce_u_retain_lr0.001"]) == ["0", "1"] and "grad_diff_lr0.001" not in rel
+    d_ret = rel["retain"]["after"] - rel["retain"]["before"]
+    for seed, r in rel["ce_u_retain_lr0.001"].items():
+        assert r["before"] == result["per_seed"][seed]["ce_u_retain_lr0.001"]["2"]["forget_Q_A_Prob"]
+        d = r["after"] - r["before"]
+        assert r["R"] == pytest.approx(1.0 if d <= 0 else min(d_ret / d, 1.0))
 
 
 def test_rerun_reuses_every_job(study, capsys):
