@@ -3,6 +3,7 @@ with the retain model's floor), and leak@k against k (mean over seeds, the retai
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -22,8 +23,19 @@ def _conditions(row: dict, cfg) -> list[tuple[str, str]]:
         ("4-bit (NF4)", "4bit: forget prob")) if key in row]
 
 
-def plot_attacks(rows: dict, cfg, path: Path) -> None:
-    """One column per model, one marker per condition: mean forget prob (bar) and each seed (dots)."""
+def default_subtitle(cfg) -> str:
+    """Which models the figure shows: the main job's cheap form attacks its own final models (the matched lr, last
+    step); the attack study each objective at its operating point."""
+    if getattr(cfg, "cheap", False):
+        from ..mini_tofu.config import MATCHED_LR
+
+        return f"the main job's final models: lr {MATCHED_LR:.0e}, last step".replace("e-0", "e-")  # lr 2e-4
+    return "each model at its operating point"
+
+
+def plot_attacks(rows: dict, cfg, path: Path, subtitle: str | None = None) -> None:
+    """One column per model, one marker per condition: mean forget prob (bar) and each seed (dots). `subtitle` says
+    which models these are (default: `default_subtitle(cfg)`)."""
     names = list(rows)
     conditions = _conditions(rows[names[0]], cfg)
     fig, ax = plt.subplots(figsize=(max(9.0, 0.6 * len(names) + 3), 5.5), layout="constrained")
@@ -45,8 +57,12 @@ def plot_attacks(rows: dict, cfg, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="outside right upper")
     n = len(rows[names[0]]["forget prob"]["per_seed"])
-    ax.set_title(f"mini-TOFU: what each model gives away before and after each attack ({n} seeds: bar = mean, "
-                 "dots = seeds; each model at its operating point)", fontsize=9)
+    # left-aligned over the axes and wrapped to their width (the figure's less ~3.2 in of legend and labels; ~5 pt a
+    # character at 9 pt): one centred line ran past the figure's left edge and under the legend
+    chars = max(40, int((fig.get_figwidth() - 3.2) * 72 / 5))
+    sub = f"{subtitle or default_subtitle(cfg)}; {n} seed{'s' if n != 1 else ''}: bar = mean, dots = seeds"
+    ax.set_title("\n".join([*textwrap.wrap("mini-TOFU: what each model gives away before and after each attack", chars),
+                            *textwrap.wrap(sub, chars)]), fontsize=9, loc="left")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

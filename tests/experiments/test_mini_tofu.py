@@ -84,8 +84,13 @@ def test_evaluating_during_unlearning_does_not_change_training(two_runs, tmp_pat
 
 def test_presets_and_cli():
     main = main_preset()
-    # + GRPO and CE-U-GRPO, both with the retain anchor
-    assert len(main.seeds) >= 3 and main.objectives == (*OBJECTIVES, "grpo_retain", "ceu_full_retain")
+    # the offline objectives but SimNPO and KL (moved to --full for the real-model stage, issue 30), + GRPO and
+    # CE-U-GRPO, both with the retain anchor; the cheap attacks on the RL pair, the retain floor and the full ceiling
+    assert main.seeds == (0, 1, 2) and main.objectives == ("ga", "grad_diff", "npo", "ce_u", "ce_u_retain", "idk_dpo",
+                                                            "ce_u_idk_dpo", "grpo_retain", "ceu_full_retain")
+    assert main.attacks == ("full", "retain", "grpo_retain", "ceu_full_retain")
+    assert main.learning_rates == (2e-4,) and main.eval_points == main.rl_eval_points == 1 and not main.eval_gradnorm
+    assert set(config_from_args(parse(["--full"])).objectives) == set(OBJECTIVES)  # what moved is in --full
     rl = config_from_args(parse(["--full", "--rl"]))
     assert len(rl.seeds) == 5 and rl.out.endswith("mini_tofu_rl_full") and all(rl_objective(o) for o in rl.objectives)
     assert set(rl.objectives) == set(RL_OBJECTIVES) and len(rl.objectives) == 12 and rl.rl_eval_points == 2
