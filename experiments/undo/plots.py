@@ -1,6 +1,7 @@
-"""The figure a reader takes in at a glance: robustness (R after relearning all 40 forget questions) and utility
-against compute (a fraction of the retain model's training), per teacher, with the retain model (the gold standard:
-retraining without the forget set) and the plain unlearned models."""
+"""The figure a reader takes in at a glance: robustness (R after relearning all 40 forget questions), what relearning
+brings back (forget prob after it) and utility against compute (a fraction of the retain model's training), per
+teacher, with the retain model (the gold standard: retraining without the forget set), the full model and the plain
+unlearned models."""
 
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-FULL_X = 3e-4  # the full model costs nothing more: drawn at this x on the log axis
-
 
 def plot(result: dict, path: Path) -> None:
     rows, config = result["rows"], result["config"]
     teachers = config["teachers"]
     palette = {t: plt.get_cmap("tab10")(i) for i, t in enumerate(teachers)}
     markers = dict(zip(config["alphas"], "os^DvP"))
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), layout="constrained")
-    for ax, key, label in zip(axes, ("R", "model_utility"),
-                              ("R of forget prob after relearning all 40 (lr 1e-3)", "model utility")):
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.5), layout="constrained")
+    for ax, key, label in zip(axes, ("R", "relearn_forget_Q_A_Prob", "model_utility"),
+                              ("R of forget prob after relearning all 40 (lr 1e-3)",
+                               "forget prob after relearning all 40 (lr 1e-3)", "model utility")):
         for teacher in teachers:
             for alpha in config["alphas"]:
                 names = [f"undo:{teacher}:a{alpha:g}:e{e}" for e in config["epochs"]]
@@ -40,23 +40,24 @@ def plot(result: dict, path: Path) -> None:
         for name, style in (("retain", dict(marker="*", color="black", ms=15)),
                             ("full", dict(marker="X", color="grey", ms=10))):
             if name in rows:
-                x = FULL_X if name == "full" else rows[name]["compute_fraction"]["mean"]
-                ax.errorbar([x], [rows[name][key]["mean"]], yerr=[rows[name][key]["sd"]], ls="none",
-                            label=f"{name} model" + (" (x: no extra compute)" if name == "full" else
+                ax.errorbar([rows[name]["compute_fraction"]["mean"]], [rows[name][key]["mean"]],
+                            yerr=[rows[name][key]["sd"]], ls="none",
+                            label=f"{name} model" + (" (no extra compute)" if name == "full" else
                                                      " (retraining without the forget set)"), **style)
         if key == "R":
             ax.axhline(0.8, color="black", ls=":", lw=1, label="R = 0.8")
-        elif "full" in rows:
+        elif key == "model_utility" and "full" in rows:
             ax.axhline(0.9 * rows["full"]["model_utility"]["mean"], color="grey", ls=":", lw=1,
                        label="0.9 x the full model's utility")
-        ax.set_xscale("log")
+        ax.set_xlim(-0.03, 1.05)
         ax.set_xlabel("compute: (unlearning + distillation) / the retain model's training FLOPs")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     n = len(result["per_seed"])
-    axes[0].set_title(f"robustness vs compute (mean ± sd over {n} seeds; markers: alpha, the 2 points: "
+    axes[0].set_title(f"robustness vs compute (mean ± sd, {n} seeds; marker: alpha; joined: "
                       f"{' and '.join(str(e) for e in config['epochs'])} epochs)", fontsize=9)
-    axes[1].set_title("utility vs compute", fontsize=9)
+    axes[1].set_title("what relearning brings back (lower = more forgotten)", fontsize=9)
+    axes[2].set_title("utility vs compute", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="outside right center")
     fig.savefig(path, dpi=110)
