@@ -68,8 +68,13 @@ def base_job(cfg: RealTofuConfig, seed: int, out: Path) -> dict:
 def finetune_job(cfg: RealTofuConfig, seed: int, name: str, out: Path) -> dict:
     """Finetune the pretrained model into "full" (retain authors + forget authors) or "retain" (retain authors),
     answer-only NLL in the chat format, with `finetune_seed`; save and evaluate it."""
+    import json
+
     from datasets import concatenate_datasets
 
+    done = Path(out) / "jobs" / f"seed{seed}" / f"{name}.json"
+    if done.is_file():  # finished meanwhile by another process on the same folder (the runner checked at submission)
+        return {k: v for k, v in json.loads(done.read_text()).items() if k != "settings"}
     clock = _Clock()
     retain, forget = splits(cfg)
     data = concatenate_datasets([retain, forget]) if name == "full" else retain
