@@ -27,7 +27,8 @@ from .config import OBJECTIVES, RealTofuConfig
 SHARED = "shared"  # the jobs every seed shares (base, full, retain): kept under jobs/seedshared/
 
 
-def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> dict:
+def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None, report_only: bool = False) -> dict:
+    """Every job of `cfg` (reusing those done in the folder); `report_only`: run nothing, report the jobs done."""
     start = time.time()
     quiet_progress_bars()
     out = Path(cfg.out)
@@ -38,7 +39,7 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
                      "float32 (ceu_rl.models.smollm2), not the original bf16 weights" if not cfg.base_model
             else cfg.base_model}
     shared, records = {}, {}
-    if workers > 0:
+    if workers > 0 and not report_only:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
@@ -51,7 +52,7 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
         cached = _load_done(out, cfg, seed, name)
         if cached is not None:
             finished(cached)
-        else:
+        elif not report_only:
             pending[executor.submit(fn, cfg, seed, *args, out)] = (seed, name)
 
     def finished(record):
@@ -81,7 +82,8 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None) -> di
                   flush=True)
             if "retain" in shared:
                 write_results(cfg, records, out, meta)
-    meta["runtime_s"] = time.time() - start
+    if not report_only:
+        meta["runtime_s"] = time.time() - start
     meta["stage_cpu_s"] = {**{n: r["cpu_s"] for n, r in shared.items()},
                            **{f"seed {s}": sum(r["cpu_s"] for (rs, n), r in records.items()
                                                 if rs == s and n not in shared) for s in cfg.seeds}}
@@ -112,6 +114,7 @@ def parse(argv=None):
     p.add_argument("--workers", type=int, default=2, help="worker processes, one torch thread each (0: inline)")
     p.add_argument("--out", help="output folder (default outputs/real_tofu)")
     p.add_argument("--base_model", help="a HF folder or hub id instead of SmolLM2-135M-Instruct")
+    p.add_argument("--report_only", action="store_true", help="run nothing: report the jobs finished in the folder")
     return p.parse_args(argv)
 
 
@@ -122,4 +125,4 @@ def main(argv=None) -> dict:
                  if (v := getattr(args, k)) is not None}
     if "learning_rates" in overrides:  # a grid the user chose: exactly that, for every objective
         overrides["objective_learning_rates"] = {}
-    return run(replace(RealTofuConfig(), **overrides), args.workers)
+    return run(replace(RealTofuConfig(), **overrides), args.workers, report_only=args.report_only)

@@ -83,6 +83,7 @@ def test_rerun_reuses_every_job(study, capsys):
     again = run(cfg, workers=0, command="test")
     assert again["per_seed"] == json.loads(json.dumps(result["per_seed"]))
     assert "[real-tofu] seed" not in capsys.readouterr().out  # nothing ran again
+    assert run(cfg, workers=0, command="test", report_only=True)["per_seed"] == again["per_seed"]
 
 
 def test_bad_config_names_the_field():
