@@ -77,9 +77,12 @@ def answer(per_seed: dict, objectives) -> dict:
                    if any(picks.values())}}
     for key, fn, needs in (("b", claim_b, ("ce_u_retain", "grad_diff")), ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
         if all(o in objectives for o in needs):
-            per = {s: fn(per_seed[s]) for s in seeds}
-            out["claims"][key] = {"holds_in_every_seed": all(v["holds"] for v in per.values()),
-                                  "seeds_holding": [s for s, v in per.items() if v["holds"]], "per_seed": per}
+            compared = [s for s in seeds if all(points(per_seed[s], o) for o in needs)]  # a cut study: both ran
+            per = {s: fn(per_seed[s]) for s in compared}
+            out["claims"][key] = {"holds_in_every_seed": len(compared) == len(seeds) and all(v["holds"] for v in
+                                                                                              per.values()),
+                                  "seeds_compared": compared, "seeds_holding": [s for s, v in per.items() if v["holds"]],
+                                  "per_seed": per}
     return out
 
 
@@ -104,7 +107,8 @@ def markdown(ans: dict) -> str:
     lines += ["", "## Claims, per seed", ""]
     for key, c in ans["claims"].items():
         verdict = "holds in every seed" if c["holds_in_every_seed"] else \
-            f"does NOT hold in every seed (holds in seeds {c['seeds_holding'] or 'none'})"
+            f"does NOT hold in every seed (compared in seeds {c['seeds_compared'] or 'none'}; holds in " \
+            f"{c['seeds_holding'] or 'none'})"
         lines.append(f"- ({key}) {names[key]}: **{verdict}**.")
     return "\n".join(lines) + "\n"
 
