@@ -105,6 +105,15 @@ def test_configs_parse_and_accelerate_configs_load():
     for cfg in sorted((ROOT / "recipes/configs/tofu").glob("*.yaml")):
         if cfg.stem == "finetune" or cfg.stem.startswith("grpo"):  # tofu_finetune.py, tofu_grpo.py: own tests
             continue
+        if cfg.stem.startswith("undo"):  # tofu_undo.py's own dataclasses
+            from tofu_undo import UndoArguments  # noqa: E402
+
+            from ceu_rl.unlearn import UndoConfig
+
+            _, undo_args, undo_cfg = TrlParser((ModelArguments, UndoArguments, UndoConfig)).parse_args_and_config(
+                ["--config", str(cfg), "--use_cpu", "true", "--bf16", "false", "--noise_alpha", "0.8"])
+            assert undo_cfg.noise_alpha == 0.8 and undo_args.general_splits  # CLI overrides the YAML
+            continue
         parser = TrlParser((ModelArguments, TofuArguments, UnlearnConfig))
         margs, targs, uargs = parser.parse_args_and_config(
             ["--config", str(cfg), "--use_cpu", "true", "--bf16", "false", "--optim", "adamw_torch",
