@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def max_rss_mib() -> float:
@@ -34,10 +35,11 @@ def peak_in_children(script: str, variants, extra_args=()) -> dict[str, float]:
     return peaks
 
 
-def interleaved_times(steps: dict, rounds: int, sync=None, warmup: bool = True) -> dict[str, dict]:
+def interleaved_times(steps: dict, rounds: int, sync=None, warmup: bool = True,
+                      keep_rounds: bool = False) -> dict[str, dict]:
     """One warm-up each (unless warmup=False), then `rounds` rounds of A B A B ...: median, min, max seconds per
-    variant. `sync` (e.g. torch.cuda.synchronize) is called before the clock starts and before it stops, so that
-    asynchronous GPU work is timed to its end."""
+    variant (and with keep_rounds, every round's seconds as "per_round"). `sync` (e.g. torch.cuda.synchronize) is
+    called before the clock starts and before it stops, so that asynchronous GPU work is timed to its end."""
     sync = sync or (lambda: None)
     if warmup:
         for step in steps.values():
@@ -50,8 +52,30 @@ def interleaved_times(steps: dict, rounds: int, sync=None, warmup: bool = True) 
             step()
             sync()
             times[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "rounds": len(t)}
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "rounds": len(t),
+                   **({"per_round": t} if keep_rounds else {})}
             for name, t in times.items()}
+
+
+def round_ratios(times: dict, reference: str) -> dict[str, dict]:
+    """From interleaved_times(..., keep_rounds=True): per variant, the ratio of its seconds to `reference`'s in the
+    same round, with the median, min and max over rounds, and the ratio of the medians."""
+    ref = times[reference]["per_round"]
+    out = {}
+    for name, t in times.items():
+        r = [a / b for a, b in zip(t["per_round"], ref)]
+        out[name] = {"ratio_of_medians": t["median"] / times[reference]["median"], "median": statistics.median(r),
+                     "min": min(r), "max": max(r), "per_round": r}
+    return out
+
+
+def code_state(paths=("ceu_rl", "benchmarks")) -> dict:
+    """The commit the run started from and which files under `paths` differed from it (the working tree ran)."""
+    root = Path(__file__).resolve().parents[1]
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.rstrip("\n")
+
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted": git("status", "--porcelain", "--", *paths).splitlines()}
 
 
 def forward_backward_steps(variants: dict, inputs: tuple, leaves: tuple) -> dict:
