@@ -2,6 +2,9 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss.py            # N=4096, V=32k and 128k
     python benchmarks/bench_ce_u_loss.py --device cuda --rounds 20   # on a GPU: fp32 and bf16, torch and Triton paths
+    # SmolLM2-135M's vocabulary, 2048 tokens:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss.py --n 2048 --vocab 49152 --rounds 9 \
+        --out benchmarks/results/ce_u_loss_smollm2.json
 Writes benchmarks/results/ce_u_loss.json. Time: median of interleaved rounds (A B A B ...) in one process, with the
 spread. Peak memory: one fresh subprocess per variant, the rise of max RSS over the logits already allocated (a
 process's max RSS never goes down, hence one process each).
@@ -23,8 +26,10 @@ import torch.nn.functional as F
 
 from ceu_rl.objectives import ce_u_loss
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import cuda_peak_extra_mib, forward_backward_steps, interleaved_times  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # harness; repo root
+from experiments.machine import machine_info  # noqa: E402
+from harness import (code_state, cuda_peak_extra_mib, forward_backward_steps, interleaved_times,  # noqa: E402
+                     round_ratios)
 
 VARIANTS = {"cross_entropy": F.cross_entropy, "ce_u_loss": ce_u_loss}
 # On a GPU also the Triton path (on CPU it would fall back to the torch path with a warning).
@@ -119,13 +124,14 @@ def main() -> None:
     for vocab in args.vocab:
         logits, labels = _inputs(args.n, vocab)
         times = interleaved_times({k: functools.partial(_step, fn, logits, labels) for k, fn in VARIANTS.items()},
-                                  args.rounds)
+                                  args.rounds, keep_rounds=True)
         med = {k: v["median"] for k, v in times.items()}
         mem = mems[vocab]
         row = {
             "n": args.n, "vocab": vocab, "dtype": "float32", "rounds": args.rounds, "time_s": times,
             "peak_extra_mib": mem,
             "time_ratio": med["ce_u_loss"] / med["cross_entropy"],
+            "time_ratio_per_round": round_ratios(times, "cross_entropy")["ce_u_loss"],
             "memory_ratio": mem["ce_u_loss"] / mem["cross_entropy"],
         }
         results.append(row)
@@ -133,7 +139,7 @@ def main() -> None:
     report = {
         "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss.py " + " ".join(sys.argv[1:]),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-        "processor": platform.processor(), "results": results,
+        "processor": platform.processor(), "machine_info": machine_info(), "code": code_state(), "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
