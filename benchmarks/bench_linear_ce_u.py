@@ -9,6 +9,9 @@ hidden states (gradients for hidden and the head's weight in every variant):
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_linear_ce_u.py                     # the default grid
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_linear_ce_u.py --points 4096x32000x2048 --rounds 3
+    # SmolLM2-135M's head (vocab 49152, hidden 576), 2048 tokens:
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_linear_ce_u.py --points 2048x49152x576 --timing in-process \
+        --rounds 7 --out benchmarks/results/linear_ce_u_smollm2.json
 
 Default (--timing children): each measurement is one fresh child process running one variant once (so its peak
 memory is the rise of max RSS over the inputs, with nothing left from another variant); rounds interleave the
@@ -35,8 +38,10 @@ import torch.nn.functional as F
 
 from ceu_rl.objectives import ce_u_loss, ce_u_loss_from_logprobs, linear_ce_u_loss
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import cuda_peak_extra_mib, forward_backward_steps, interleaved_times, max_rss_mib  # noqa: E402
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]  # harness; repo root
+from experiments.machine import machine_info  # noqa: E402
+from harness import (code_state, cuda_peak_extra_mib, forward_backward_steps, interleaved_times,  # noqa: E402
+                     max_rss_mib, round_ratios)
 
 
 def _trl_logprob_ce_u(hidden, weight, labels):
@@ -124,13 +129,16 @@ def run_point_in_process(n: int, vocab: int, width: int, rounds: int, variants) 
         hidden.grad = weight.grad = None
         fn(hidden, weight, labels).backward()
 
-    times = interleaved_times({v: functools.partial(step, VARIANTS[v]) for v in variants}, rounds)
+    times = interleaved_times({v: functools.partial(step, VARIANTS[v]) for v in variants}, rounds, keep_rounds=True)
     row = {"n": n, "vocab": vocab, "hidden": width, "dtype": "float32", "rounds": rounds, "timing": "in-process",
            "time_s": times, "peak_extra_mib": {v: memory[v]["peak_extra_mib"] for v in variants},
            "workspace_mib": {v: memory[v]["workspace_mib"] for v in variants}}
     if "cross_entropy" in variants:
         ref = times["cross_entropy"]["median"]
         row["time_ratio_vs_cross_entropy"] = {v: times[v]["median"] / ref for v in variants}
+        row["time_ratio_vs_cross_entropy_per_round"] = round_ratios(times, "cross_entropy")
+        row["peak_ratio_vs_cross_entropy"] = {
+            v: row["peak_extra_mib"][v] / row["peak_extra_mib"]["cross_entropy"] for v in variants}
         row["workspace_ratio_vs_cross_entropy"] = {
             v: row["workspace_mib"][v] / row["workspace_mib"]["cross_entropy"] for v in variants}
     return row
@@ -200,7 +208,8 @@ def main() -> None:
         worker(args.worker, *points[0])
         return
     report = {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_linear_ce_u.py " + " ".join(sys.argv[1:]),
-              "machine": machine(), "results": []}
+              "machine": machine(), "machine_info": machine_info(torch_threads=1), "code": code_state(),
+              "results": []}
     for n, vocab, width in points:
         measure = run_point if args.timing == "children" else run_point_in_process
         report["results"].append(measure(n, vocab, width, args.rounds, args.variants))
