@@ -22,7 +22,7 @@ from ceu_rl.console import JobLines
 
 from ..machine import machine_info
 from ..mini_tofu.jobs import init_worker, quiet_progress_bars
-from ..mini_tofu.run import _InlineExecutor, completed
+from ..mini_tofu.run import InlineExecutor, completed
 from . import jobs, report
 from .config import REFERENCES, AttackStudyConfig, full_preset, robustness_preset, siblings_preset
 from .points import operating_points
@@ -55,7 +55,7 @@ def run(cfg: AttackStudyConfig, workers: int = 2, command: str | None = None, re
 
         executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
     else:
-        executor = _InlineExecutor()
+        executor = InlineExecutor()
     pending: dict = {}
 
     def submit(seed, name):

@@ -44,7 +44,7 @@ def completed(pending: dict):
             yield key, future.result()
 
 
-class _InlineExecutor:
+class InlineExecutor:
     """workers=0: every job in this process, one after the other (tests; no process start-up)."""
 
     def submit(self, fn, *args):
@@ -73,7 +73,9 @@ def _job_settings(cfg: MiniTofuConfig, name: str) -> dict:
     return settings
 
 
-def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
+def load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
+    """A finished job's record (None when not run); an error when it was made with other settings. Shared by the
+    studies that reuse mini-TOFU's job layout (real_tofu)."""
     path = out / "jobs" / f"seed{seed}" / f"{name}.json"
     if not path.is_file():
         return None
@@ -83,7 +85,8 @@ def _load_done(out: Path, cfg: MiniTofuConfig, seed: int, name: str):
     return record
 
 
-def _save_done(out: Path, cfg: MiniTofuConfig, record: dict) -> None:
+def save_done(out: Path, cfg: MiniTofuConfig, record: dict) -> None:
+    """Write a finished job's record with the settings it depends on (what `load_done` checks)."""
     path = out / "jobs" / f"seed{record['seed']}" / f"{record['name']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**record, "settings": _job_settings(cfg, record["name"])}))
@@ -164,7 +167,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
     forget_size = len(load_split(cfg.forget_split))
     records: dict = {}
     todo = [(s, n) for s in cfg.seeds for n in ("full", "retain", *(n for n, _, _ in report.run_names(cfg)))]
-    to_run = sum(_load_done(out, cfg, s, n) is None for s, n in todo)
+    to_run = sum(load_done(out, cfg, s, n) is None for s, n in todo)
     lines = JobLines(to_run, "mini-tofu")
     print(f"[mini-tofu] {len(cfg.seeds)} seeds x ({len(report.run_names(cfg))} runs ({len(cfg.objectives)} objectives, "
           f"{len(cfg.learning_rates)} lr) + full + retain): {to_run} jobs to run ({len(todo) - to_run} done "
@@ -176,7 +179,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
 
         executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=jobs.init_worker)
     else:
-        executor = _InlineExecutor()
+        executor = InlineExecutor()
     pending: dict = {}
 
     def done(record):
@@ -185,7 +188,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
             queue_unlearning(record["seed"])
 
     def submit(seed, name, fn, *args):
-        cached = _load_done(out, cfg, seed, name)
+        cached = load_done(out, cfg, seed, name)
         if cached is not None:
             done(cached)
         elif not report_only:
@@ -205,7 +208,7 @@ def run(cfg: MiniTofuConfig, workers: int = 2, command: str | None = None, repor
     with executor:
         queue_seed(0)
         for (seed, name), record in completed(pending):
-            _save_done(out, cfg, record)
+            save_done(out, cfg, record)
             done(record)
             summary = report.per_seed_summaries({k: v for k, v in records.items() if k[0] == seed})
             final = summary.get(seed, {}).get(name)

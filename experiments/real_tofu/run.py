@@ -19,7 +19,7 @@ from pathlib import Path
 from ..machine import machine_info
 from ..mini_tofu import report
 from ..mini_tofu.jobs import init_worker, quiet_progress_bars
-from ..mini_tofu.run import _InlineExecutor, _load_done, _save_done, completed, write_results
+from ..mini_tofu.run import InlineExecutor, completed, load_done, save_done, write_results
 from . import jobs
 from . import report as real_report
 from .config import OBJECTIVES, RealTofuConfig
@@ -45,11 +45,11 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None, repor
 
         executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker)
     else:
-        executor = _InlineExecutor()
+        executor = InlineExecutor()
     pending = {}
 
     def submit(seed, name, fn, *args):
-        cached = _load_done(out, cfg, seed, name)
+        cached = load_done(out, cfg, seed, name)
         if cached is not None:
             finished(cached)
         elif not report_only:
@@ -76,7 +76,7 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None, repor
         submit(SHARED, "retain", jobs.finetune_job, "retain")
         submit(SHARED, "base", jobs.base_job)
         for (seed, name), record in completed(pending):
-            _save_done(out, cfg, record)
+            save_done(out, cfg, record)
             finished(record)
             print(f"[real-tofu] seed {seed} {name}: {record['wall_s']:.0f} s wall, {record['cpu_s']:.0f} s CPU",
                   flush=True)

