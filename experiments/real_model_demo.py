@@ -59,9 +59,9 @@ def fact_sentence(answer: str, gold: str) -> str:
 
 def _probs(model, tokenizer, questions, answers, fmt, batch_size):
     """Per answer: p per token (exp of minus the mean teacher-forced NLL) of its tokens after the first, EOS included.
-    The first is left out, as CE-U leaves it out of the unlearning (`ignore_first_n_answer_tokens=1`): the TOFU
-    encoding (`encode_qa`) puts a space before the answer, and a chat model starts its answers without one (" The"
-    has p ~ 0 where the model says "The"), so that token would dominate the mean."""
+    The first is left out, as CE-U leaves it out of the unlearning (`ignore_first_n_answer_tokens=1`): it is the
+    one token of the answer the question alone decides least (and, before `encode_qa` stopped putting a space before
+    a chat answer, it was " The" with p ~ 0 where the model says "The")."""
     from ceu_rl.tofu.evaluate import answer_token_stats
 
     if not questions:

@@ -130,11 +130,17 @@ def prompt_ids(tokenizer, question: str, prompt_format: str) -> list[int]:
 
 
 def encode_qa(tokenizer, question: str, answer: str, prompt_format: str, max_length: int) -> dict[str, list[int]]:
-    """input_ids = prompt + " answer" + eos; labels = -100 on the prompt. Clear errors for unusable items."""
+    """input_ids = prompt + answer + eos; labels = -100 on the prompt. Clear errors for unusable items.
+
+    The answer follows the prompt after a space ("Answer: The ...", "[/INST] The ...", as TOFU writes them), except in
+    the chat format, whose generation prompt ends the line ("<|im_start|>assistant\n"): there the answer starts the
+    assistant turn as the chat template writes it (open-unlearning does the same). Before 0.2.0 the chat format got
+    the space too, and a chat model's first answer token (" The" for "The") had p ~ 0."""
     if not isinstance(answer, str) or not answer.strip():
         raise ValueError(f"Empty answer for question {question!r}: every TOFU item needs a non-empty answer.")
     p_ids = prompt_ids(tokenizer, question, prompt_format)
-    a_ids = tokenizer(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+    text = answer.strip() if prompt_format == "chat" else " " + answer.strip()
+    a_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         a_ids = a_ids + [tokenizer.eos_token_id]
     if len(p_ids) >= max_length:

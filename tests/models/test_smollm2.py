@@ -160,3 +160,19 @@ def test_ce_u_dpo_steps_on_the_real_model_widen_the_margin(folder, tmp_path):
     after = _answer_logprob(trainer.model.eval(), tok, question, chosen) - _answer_logprob(trainer.model, tok,
                                                                                           question, rejected)
     assert after > before + 1.0, (before, after)  # measured 1.07 -> 11.3 (the wrong digit's token drops)
+
+
+def test_chat_encoding_equals_the_chat_templates_own_turn(loaded):
+    """encode_qa in the chat format = the chat template's rendering of the whole exchange (user turn, assistant turn
+    ending in <|im_end|>), token for token: the answer starts the assistant turn with no space before it."""
+    from ceu_rl.tofu.formatting import encode_qa
+
+    _, tok = loaded
+    question, answer = "What is the capital of France?", "The capital of France is Paris."
+    item = encode_qa(tok, question, answer, "chat", 256)
+    rendered = tok.apply_chat_template([{"role": "user", "content": question},
+                                        {"role": "assistant", "content": answer}], tokenize=False)
+    reference = tok(rendered.rstrip("\n"), add_special_tokens=False).input_ids  # the template adds "\n" after the turn
+    assert item["input_ids"] == reference
+    n_prompt = sum(label == -100 for label in item["labels"])
+    assert tok.decode(item["input_ids"][n_prompt:]) == answer + "<|im_end|>"
