@@ -366,7 +366,7 @@ def main(argv=None):
     p.add_argument("--methods", nargs="+", default=list(METHOD_NAMES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--lr", default="1e-5")
-    p.add_argument("--max_steps", type=int, default=12)
+    p.add_argument("--max_steps", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--model", default=None, help="HF folder (default: ceu_rl.models.smollm2_path())")

@@ -8,6 +8,10 @@
 - full_vs_prefix: `ceu_full` raises the rejected answer (change > 0) and `ceu_prefix` lowers it (change < 0), at the
   same weight;
 - pass@1: its held-out pass@1 against DPO's and against the base model's.
+
+The pairs sharing a long token prefix (>= LONG_PREFIX completion tokens, e.g. "The largest of these numbers is 77." vs
+"... 79.") are also scored apart (`*_long` / `*_short`: the same runs, the change averaged over that subset), where
+docs/dpo_compare says `ceu_prefix` matters.
 """
 
 from __future__ import annotations
@@ -21,20 +25,39 @@ BASELINES = ("DPO", "IPO", "APO-zero", "NCA", "DPOP")
 KEYS = ("train_chosen_change", "train_rejected_change", "train_reward_margin", "train_reward_accuracy",
         "heldout_chosen_change", "heldout_rejected_change", "heldout_reward_margin", "heldout_reward_accuracy",
         "collateral_world_facts", "collateral_retain90", "pass@1", "pass@1_delta", "pass@1_mul", "pass@1_max",
-        "train_seconds", "run_seconds")
+        "train_seconds", "run_seconds",
+        *[f"{split}_{side}_change_{part}" for split in ("train", "heldout") for side in ("chosen", "rejected")
+          for part in ("long", "short")])
+LONG_PREFIX = 5
 
 
-def derived(row: dict, base: dict) -> dict:
-    out = {k: row[k] for k in KEYS if k in row}
-    out["pass@1_delta"] = row["pass@1"] - base["pass@1"]
+def subset_changes(before: dict, after: dict, shared: dict, threshold: int = LONG_PREFIX) -> dict:
+    """Mean change of the chosen and rejected log-prob over the pairs sharing >= `threshold` completion tokens
+    ("long") and the others ("short"); `shared[split]` lists the shared tokens per pair (aligned with the scores)."""
+    out = {}
+    for split, lengths in shared.items():
+        for side in ("chosen", "rejected"):
+            diffs = [a - b for a, b in zip(after[f"{split}_{side}"], before[f"{split}_{side}"])]
+            for part, keep in (("long", lambda k: k >= threshold), ("short", lambda k: k < threshold)):
+                chosen = [d for d, k in zip(diffs, lengths) if keep(k)]
+                if chosen:
+                    out[f"{split}_{side}_change_{part}"] = sum(chosen) / len(chosen)
     return out
 
 
-def cells_by_seed(rows: list[dict], base: dict) -> dict:
+def derived(row: dict, base: dict, shared: dict | None = None) -> dict:
+    out = {k: row[k] for k in KEYS if k in row}
+    out["pass@1_delta"] = row["pass@1"] - base["pass@1"]
+    if shared is not None and "scores_after" in row:
+        out.update(subset_changes(base["scores"], row["scores_after"], shared))
+    return out
+
+
+def cells_by_seed(rows: list[dict], base: dict, shared: dict | None = None) -> dict:
     """{seed: {method: derived row}}."""
     cells = {}
     for r in rows:
-        cells.setdefault(r["seed"], {})[r["method"]] = derived(r, base)
+        cells.setdefault(r["seed"], {})[r["method"]] = derived(r, base, shared)
     return cells
 
 
@@ -95,12 +118,20 @@ def answers(cells: dict, methods: list[str]) -> dict:
                                   for s in seeds],
             "full_rejected": [cells[s][m]["train_rejected_change"] for s in seeds],
             "prefix_rejected": [cells[s][other]["train_rejected_change"] for s in seeds]}
+        if all("train_rejected_change_long" in cells[s][k] for s in seeds for k in (m, other)):
+            long_full = [cells[s][m]["train_rejected_change_long"] for s in seeds]
+            long_prefix = [cells[s][other]["train_rejected_change_long"] for s in seeds]
+            out[f"{m} vs {other}"].update(
+                full_rejected_long=long_full, prefix_rejected_long=long_prefix,
+                prefix_below_full_long=[b < a for a, b in zip(long_full, long_prefix)],
+                full_raises_rejected_long=[a > 0 for a in long_full],
+                prefix_lowers_rejected_long=[b < 0 for b in long_prefix])
     return out
 
 
 def _cell(stat: dict, spec: str) -> str:
     per = ", ".join(f"{v:{spec}}" for v in stat["per_seed"])
-    return f"{stat['mean']:{spec}} ± {stat['sd']:{spec}} ({per})"
+    return f"{stat['mean']:{spec}} ± {stat['sd']:{spec.lstrip('+')}} ({per})"
 
 
 COLUMNS = (("train_chosen_change", "chosen Δ (train)", "+.2f"), ("train_rejected_change", "rejected Δ (train)", "+.2f"),
@@ -151,7 +182,43 @@ def markdown(table: list[dict], ans: dict, base: dict, pairs_stats: dict, meta: 
                 "full_raises_rejected", "prefix_lowers_rejected", "prefix_below_full")) + " | "
                 + ", ".join(f"{v:+.2f}" for v in a["full_rejected"]) + " | "
                 + ", ".join(f"{v:+.2f}" for v in a["prefix_rejected"]) + " |")
+    if any("full_rejected_long" in a for a in ans.values()):
+        lines += ["", f"Pairs sharing >= {LONG_PREFIX} completion tokens (training pairs; same runs):", "",
+                  "| full vs prefix | full raises rejected | prefix lowers rejected | prefix below full | "
+                  "rejected Δ full | rejected Δ prefix |", "|---|---|---|---|---|---|"]
+        for m, a in ans.items():
+            if "full_rejected_long" in a:
+                lines.append(f"| {m} | " + " | ".join("/".join(yn(v) for v in a[k]) for k in (
+                    "full_raises_rejected_long", "prefix_lowers_rejected_long", "prefix_below_full_long")) + " | "
+                    + ", ".join(f"{v:+.2f}" for v in a["full_rejected_long"]) + " | "
+                    + ", ".join(f"{v:+.2f}" for v in a["prefix_rejected_long"]) + " |")
+    if any("train_rejected_change_long" in row for row in table):
+        lines += ["", f"Log-prob changes split by the pair's shared prefix (long: >= {LONG_PREFIX} tokens):", "", "| method | " + " | ".join(f"{s} {side} Δ {part}" for s in ("train", "heldout")
+                                                  for side in ("chosen", "rejected") for part in ("long", "short"))
+                  + " |", "|---|" + "---|" * 8]
+        for row in table:
+            lines.append(f"| {row['method']} | " + " | ".join(
+                _cell(row[k], "+.2f") if k in row else "" for k in (
+                    f"{s}_{side}_change_{part}" for s in ("train", "heldout") for side in ("chosen", "rejected")
+                    for part in ("long", "short"))) + " |")
     return "\n".join(lines) + "\n"
+
+
+def shared_lengths(model_path, pairs: dict, base: dict) -> dict | None:
+    """Shared completion tokens per scored pair (training pairs cut to those trained on, as the scores are)."""
+    if not model_path:
+        return None
+    from transformers import AutoTokenizer
+
+    from experiments.real_rl.dpo import common_prefix_length, completion_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    out = {}
+    for split in ("train", "heldout"):
+        rows = pairs[split][:len(base["scores"][f"{split}_chosen"])]
+        out[split] = [common_prefix_length(completion_ids(tokenizer, p["prompt"], p["chosen"])[1],
+                                           completion_ids(tokenizer, p["prompt"], p["rejected"])[1]) for p in rows]
+    return out
 
 
 def write_report(out: Path, paths: list[Path], methods: list[str], command: str, settings: dict,
@@ -163,11 +230,16 @@ def write_report(out: Path, paths: list[Path], methods: list[str], command: str,
     pairs_stats = {k: v for k, v in pairs.items() if k.endswith("_stats") or k.endswith("_accuracy")
                    or k == "settings"}
     rows = [json.loads(p.read_text()) for p in paths]
-    cells = cells_by_seed(rows, base)
+    shared = shared_lengths(settings.get("model"), pairs, base)
+    cells = cells_by_seed(rows, base, shared)
     table = summarize(cells, methods)
     ans = answers(cells, methods)
     meta = {"command": command, "machine": machine_info(torch_threads=1),
             "settings": {k: v for k, v in settings.items() if k not in ("aggregate_only", "worker", "docs")}}
+    if shared:
+        meta["long_prefix"] = {"threshold_tokens": LONG_PREFIX, **{
+            f"{split}_pairs_long": sum(k >= LONG_PREFIX for k in v) for split, v in shared.items()},
+            **{f"{split}_pairs": len(v) for split, v in shared.items()}}
     result = {**meta, "pairs": pairs_stats,
               "base": {k: base[k] for k in ("pass@1", "pass@1_mul", "pass@1_max", "correct_counts", "seconds")},
               "table": table, "answers": ans,

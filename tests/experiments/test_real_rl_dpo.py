@@ -49,7 +49,6 @@ def tiny(tmp_path_factory):
 
 
 def test_completion_ids_match_trl_tokenization(tiny):
-
     _, _, tok = tiny
     prompt = _msg("What is 3 times 4?")
     p_ids, c_ids = dpo.completion_ids(tok, prompt, "3 times 4 is 12.")
@@ -178,3 +177,13 @@ def test_longest_shared_prefix_pairing():
     longest, _ = dpo.pairs_from_samples([prompt], ["90"], ["max"], [replies], shared_len=shared)
     assert (first[0]["chosen"], first[0]["rejected"]) == ("90", "The largest is 42.")
     assert (longest[0]["chosen"], longest[0]["rejected"]) == ("The largest is 90.", "The largest is 42.")
+
+
+def test_long_prefix_subset_changes_by_hand():
+    before = {"train_chosen": [-1.0, -2.0, -3.0], "train_rejected": [-4.0, -5.0, -6.0]}
+    after = {"train_chosen": [0.0, -2.0, -1.0], "train_rejected": [-5.0, -3.0, -6.5]}
+    out = dpo_report.subset_changes(before, after, {"train": [7, 0, 5]}, threshold=5)
+    assert out["train_chosen_change_long"] == pytest.approx((1.0 + 2.0) / 2)
+    assert out["train_rejected_change_long"] == pytest.approx((-1.0 - 0.5) / 2)
+    assert out["train_chosen_change_short"] == pytest.approx(0.0)
+    assert out["train_rejected_change_short"] == pytest.approx(2.0)
