@@ -33,6 +33,7 @@ METHODS = {  # name: CEUGRPOConfig fields on top of BASE; papers in docs/grpo_co
     "ceu_full": {"negative_objective": "ceu_full"},
     "ceu_prefix": {"negative_objective": "ceu_prefix"},
     "nsr": {"positive_weight": 0.0},  # NSR (W-REINFORCE's lambda = 0)
+    "w_reinforce": {"positive_weight": 0.1},  # W-REINFORCE's recommended lambda
     "clip_cov": {"token_weighting": "clip_cov", "clip_cov_ratio": 0.02},
     "shared_negative": {"shared_negative_weight": 0.5},  # NTHR-style: half the push on shared negative tokens
 }
