@@ -174,24 +174,21 @@ def markdown(table: list[dict], ans: dict, base: dict, pairs_stats: dict, meta: 
                 "/".join(yn(v) for v in a[k]) for k in ("chosen_up", "least_collateral", "least_collateral_retain90",
                                                         "rejected_least", "pass@1_above_DPO",
                                                         "pass@1_above_base")) + " |")
-    lines += ["", "| full vs prefix | full raises rejected | prefix lowers rejected | prefix below full | "
-              "rejected Δ full | rejected Δ prefix |", "|---|---|---|---|---|---|"]
-    for m, a in ans.items():
-        if "full_raises_rejected" in a:
-            lines.append(f"| {m} | " + " | ".join("/".join(yn(v) for v in a[k]) for k in (
-                "full_raises_rejected", "prefix_lowers_rejected", "prefix_below_full")) + " | "
-                + ", ".join(f"{v:+.2f}" for v in a["full_rejected"]) + " | "
-                + ", ".join(f"{v:+.2f}" for v in a["prefix_rejected"]) + " |")
+    def full_vs_prefix(suffix: str) -> list[str]:  # all training pairs (""), or the long-prefix ones ("_long")
+        rows = ["| full vs prefix | full raises rejected | prefix lowers rejected | prefix below full | "
+                "rejected Δ full | rejected Δ prefix |", "|---|---|---|---|---|---|"]
+        for m, a in ans.items():
+            if f"full_rejected{suffix}" in a:
+                rows.append(f"| {m} | " + " | ".join("/".join(yn(v) for v in a[k + suffix]) for k in (
+                    "full_raises_rejected", "prefix_lowers_rejected", "prefix_below_full")) + " | "
+                    + ", ".join(f"{v:+.2f}" for v in a[f"full_rejected{suffix}"]) + " | "
+                    + ", ".join(f"{v:+.2f}" for v in a[f"prefix_rejected{suffix}"]) + " |")
+        return rows
+
+    lines += ["", *full_vs_prefix("")]
     if any("full_rejected_long" in a for a in ans.values()):
         lines += ["", f"Pairs sharing >= {LONG_PREFIX} completion tokens (training pairs; same runs):", "",
-                  "| full vs prefix | full raises rejected | prefix lowers rejected | prefix below full | "
-                  "rejected Δ full | rejected Δ prefix |", "|---|---|---|---|---|---|"]
-        for m, a in ans.items():
-            if "full_rejected_long" in a:
-                lines.append(f"| {m} | " + " | ".join("/".join(yn(v) for v in a[k]) for k in (
-                    "full_raises_rejected_long", "prefix_lowers_rejected_long", "prefix_below_full_long")) + " | "
-                    + ", ".join(f"{v:+.2f}" for v in a["full_rejected_long"]) + " | "
-                    + ", ".join(f"{v:+.2f}" for v in a["prefix_rejected_long"]) + " |")
+                  *full_vs_prefix("_long")]
     if any("train_rejected_change_long" in row for row in table):
         lines += ["", f"Log-prob changes split by the pair's shared prefix (long: >= {LONG_PREFIX} tokens):", "", "| method | " + " | ".join(f"{s} {side} Δ {part}" for s in ("train", "heldout")
                                                   for side in ("chosen", "rejected") for part in ("long", "short"))
