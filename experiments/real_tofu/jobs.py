@@ -124,6 +124,9 @@ def unlearn_job(cfg: RealTofuConfig, seed: int, objective: str, lr: float, out: 
         raise RuntimeError(f"{name} seed {seed}: no evaluation at steps {missing} (ran {trainer.state.global_step}).")
     trace = [{k: h[k] for k in ("step", "loss", "grad_norm", "forget/p_y_mean") if k in h}
              for h in trainer.state.log_history if "loss" in h]
+    if objective in cfg.attacked:  # kept: the teachers of the real-model UNDO run (experiments/real_tofu/undo.py)
+        trainer.save_model(str(model_dir(out, f"seed{seed}/{name}")))
+        trainer.processing_class.save_pretrained(model_dir(out, f"seed{seed}/{name}"))
     attack = {}
     if objective in cfg.attacked and lr == max(cfg.lrs_of(objective)):
         attack = {"relearn": relearn_attack(trainer.model, trainer.processing_class, cfg, seed)}

@@ -89,3 +89,38 @@ def test_rerun_reuses_every_job(study, capsys):
 def test_bad_config_names_the_field():
     with pytest.raises(ValueError, match="eval_retain must be >= 1"):
         RealTofuConfig(eval_retain=0)
+
+
+def test_undo_students_of_a_saved_teacher(study):
+    """experiments/real_tofu/undo.py on the study's saved teacher, at distillation lr 0: the alpha-0 student is the
+    teacher's weights, so its measures equal the teacher's own final evaluation (the pipeline loads, noises and
+    measures the right model); the alpha-1 student is a fresh initialisation whose KL to the teacher is > 0; R is
+    OpenUnlearning's formula by hand. (With lr > 0 alpha 0 is not a fixed point: Adam scales the ~1e-9 gradient of
+    float round-off to full-size steps.)"""
+    from experiments.real_tofu import undo
+
+    cfg, result = study
+    out = Path(cfg.out)
+    assert (out / "models" / "seed0" / "ce_u_retain_lr0.001" / "config.json").is_file()  # attacked runs are kept
+    undo.main(["--out", cfg.out, "--seed", "0", "--teacher", "ce_u_retain_lr0.001", "--alphas", "0", "1",
+               "--epochs", "1", "--general_authors", "1", "--distill_lr", "0"])
+    res = json.loads((out / "undo" / "results.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    assert {"full", "retain", "ce_u_retain_lr0.001", "undo:ce_u_retain_lr0.001_a0",
+            "undo:ce_u_retain_lr0.001_a1"} <= set(rows)
+    teacher, same, fresh = rows["ce_u_retain_lr0.001"], rows["undo:ce_u_retain_lr0.001_a0"], rows["undo:ce_u_retain_lr0.001_a1"]
+    assert teacher["forget_Q_A_Prob"] == pytest.approx(result["per_seed"]["0"]["ce_u_retain_lr0.001"]["2"]["forget_Q_A_Prob"])
+    for key in ("forget_Q_A_Prob", "retain_Q_A_Prob", "model_utility"):
+        assert same[key] == pytest.approx(teacher[key], rel=1e-4, abs=1e-7), key
+    assert fresh["forget_Q_A_Prob"] != pytest.approx(teacher["forget_Q_A_Prob"], rel=1e-3)
+    record = json.loads((out / "undo" / "seed0" / "ce_u_retain_lr0.001_a0.json").read_text())
+    assert record["general_rows"] == 20 and record["distill_rows"] == 40  # 1 retain author + 1 general author
+    assert all(abs(t["loss"]) < 1e-6 for t in record["trace"])  # identical weights: KL 0 at every step
+    fresh_record = json.loads((out / "undo" / "seed0" / "ce_u_retain_lr0.001_a1.json").read_text())
+    assert min(t["loss"] for t in fresh_record["trace"]) > 1e-3
+    rel = result["relearning"]
+    d_ret = rel["retain"]["after"] - rel["retain"]["before"]
+    for r in (same, fresh):
+        d = r["forget_prob_after_relearning"] - r["forget_Q_A_Prob"]
+        assert r["R"] == pytest.approx(1.0 if d <= 0 else min(d_ret / d, 1.0))
+        assert r["distill_compute_fraction"] > 0
