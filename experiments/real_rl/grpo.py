@@ -36,6 +36,8 @@ METHODS = {  # name: CEUGRPOConfig fields on top of BASE; papers in docs/grpo_co
     "w_reinforce": {"positive_weight": 0.1},  # W-REINFORCE's recommended lambda
     "clip_cov": {"token_weighting": "clip_cov", "clip_cov_ratio": 0.02},
     "shared_negative": {"shared_negative_weight": 0.5},  # NTHR-style: half the push on shared negative tokens
+    "ceu_mix": {"negative_objective": "ceu_mix", "ceu_mix_lambda": 0.5},  # halfway between pg and ceu_full
+    "advantage_reweighting": {"token_weighting": "advantage_reweighting", "ar_alpha": 0.3},  # the paper's alpha
 }
 # 4 prompts x 8 completions per generation, used for 2 optimizer steps of 16 (the second off-policy: clipping acts).
 # Temperature 0.7: at 1.0 the 135M model mostly rambles. 16 new tokens hold its answer sentence ("9 times 3 is 27.").

@@ -16,7 +16,7 @@ from experiments.machine import machine_info
 from experiments.real_rl.tasks import TASKS
 from experiments.stats import mean_sd
 
-CEU_VARIANTS = ("ceu_min", "ceu_full", "ceu_prefix")
+CEU_VARIANTS = ("ceu_min", "ceu_full", "ceu_prefix", "ceu_mix")
 GAIN_FRACTION = 0.8
 KS = ("1", "4", "16")
 EDGE = 2  # steps averaged at each end of a run
@@ -126,18 +126,19 @@ def plot(rows: list[dict], methods: list[str], base: dict, path: Path) -> None:
     fig, (ax_p, ax_r, ax_e) = plt.subplots(1, 3, figsize=(13, 3.8))
     ks = [int(k) for k in KS]
     ax_p.plot(ks, [base["pass_at_k"][k] for k in KS], "k--", label="base model")
-    for i, m in enumerate(methods):
-        runs = [r for r in rows if r["method"] == m]
+    lrs = sorted({r["learning_rate"] for r in rows}, key=float, reverse=True)  # the highest solid, lower dashed
+    for (j, lr), (i, m) in ((a, b) for a in enumerate(lrs) for b in enumerate(methods)):
+        runs = [r for r in rows if r["method"] == m and r["learning_rate"] == lr]
         if not runs:
             continue
-        color = plt.cm.tab10(i % 10)
-        ax_p.plot(ks, np.mean([[r["pass_at_k_final"][k] for k in KS] for r in runs], 0), "o-", ms=3, color=color,
-                  label=f"{m} ({len(runs)} seeds)")
+        color, style = plt.cm.tab20(i % 20), ("-", "--", ":", "-.")[j % 4]
+        ax_p.plot(ks, np.mean([[r["pass_at_k_final"][k] for k in KS] for r in runs], 0), "o" + style, ms=3,
+                  color=color, label=f"{m}" + (f" lr {lr:g}" if len(lrs) > 1 else "") + f" ({len(runs)} seeds)")
         for key, ax in (("reward", ax_r), ("entropy", ax_e)):  # reward: logged on the steps that generate
             steps = [h["step"] for h in runs[0]["history"] if h.get(key) is not None]
             series = [[h[key] for h in r["history"] if h.get(key) is not None] for r in runs]
             n = min(len(s) for s in series)
-            ax.plot(steps[:n], np.mean([s[:n] for s in series], 0), "o-" if key == "reward" else "-", ms=3,
+            ax.plot(steps[:n], np.mean([s[:n] for s in series], 0), ("o" if key == "reward" else "") + style, ms=3,
                     color=color, lw=1)
     ax_p.set_xscale("log", base=4)
     ax_p.set_xticks(ks, KS)
