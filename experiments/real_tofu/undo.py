@@ -102,6 +102,17 @@ def student_job(cfg: RealTofuConfig, seed: int, teacher: str, alpha: float, args
             **clock.seconds()}
 
 
+def teacher_job(cfg: RealTofuConfig, seed: int, teacher: str, out: Path) -> dict:
+    """The plain teacher measured as the students are (the study's run of it was not attacked)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    clock = _Clock()
+    path = model_dir(out, f"seed{seed}/{teacher}")
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+    return {"seed": seed, "name": teacher, "kind": "teacher", **measure(model, tokenizer, cfg, seed),
+            **clock.seconds()}
+
+
 def _load(path: Path) -> dict:
     return json.loads(path.read_text())
 
@@ -130,6 +141,9 @@ def report(out: Path, seed: int) -> dict:
             rows.append(row(rec["name"], log, rec["relearn"]["after"]["forget_Q_A_Prob"]))
     for path in sorted((out / "undo" / f"seed{seed}").glob("*.json")):
         rec = _load(path)
+        if rec.get("kind") == "teacher":
+            rows.append(row(rec["name"], rec["eval_log"], rec["relearn"]["after"]["forget_Q_A_Prob"]))
+            continue
         rows.append(row(f"undo:{rec['name']}", rec["eval_log"], rec["relearn"]["after"]["forget_Q_A_Prob"],
                         alpha=rec["alpha"], epochs=rec["epochs"], cpu_s=rec["cpu_s"],
                         distill_compute_fraction=rec["distill_flops"] / rec["retain_finetune_flops"]))
@@ -169,7 +183,7 @@ def main(argv=None):
     p.add_argument("--out", default="outputs/real_tofu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--teacher", default="ce_u_retain_lr0.0001", help="an attacked run of the real-model study")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.3])
+    p.add_argument("--alphas", type=float, nargs="*", default=[0.1, 0.3], help="none: only the teacher")
     p.add_argument("--epochs", type=int, default=3, help="distillation epochs over the retain + general rows")
     p.add_argument("--distill_lr", type=float, default=1e-4, help="the finetune's lr")
     p.add_argument("--general_authors", type=int, default=4, help="TOFU authors outside the finetune (20 q each)")
@@ -179,6 +193,11 @@ def main(argv=None):
     if not (out / "jobs" / "seedshared" / "full.json").is_file():
         raise SystemExit(f"{out}: no real-model study here; run `python -m experiments.real_tofu --out {out}` first.")
     cfg = study_config(out, args.seed)
+    study_job = out / "jobs" / f"seed{args.seed}" / f"{args.teacher}.json"
+    teacher_path = out / "undo" / f"seed{args.seed}" / f"{args.teacher}.json"
+    if not args.report_only and study_job.is_file() and "relearn" not in _load(study_job) \
+            and not teacher_path.is_file():  # the study attacks only its highest lr: attack this teacher here
+        save(teacher_path, teacher_job(cfg, args.seed, args.teacher, out))
     for alpha in [] if args.report_only else args.alphas:
         path = out / "undo" / f"seed{args.seed}" / f"{args.teacher}_a{alpha:g}.json"
         if not path.is_file():

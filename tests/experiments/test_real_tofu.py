@@ -124,3 +124,31 @@ def test_undo_students_of_a_saved_teacher(study):
         d = r["forget_prob_after_relearning"] - r["forget_Q_A_Prob"]
         assert r["R"] == pytest.approx(1.0 if d <= 0 else min(d_ret / d, 1.0))
         assert r["distill_compute_fraction"] > 0
+
+
+def test_undo_attacks_a_teacher_the_study_did_not(study):
+    """A teacher whose study run was not attacked (not the highest lr) is measured by undo.py itself, once, with the
+    same evaluation and relearning attack: its measures equal the study's (same weights) and its R is by hand."""
+    import os
+
+    from experiments.real_tofu import undo
+
+    cfg, result = study
+    out = Path(cfg.out)
+    job = json.loads((out / "jobs" / "seed0" / "ce_u_retain_lr0.001.json").read_text())
+    job.pop("relearn")
+    (out / "jobs" / "seed0" / "unattacked.json").write_text(json.dumps({**job, "name": "unattacked"}))
+    os.symlink((out / "models" / "seed0" / "ce_u_retain_lr0.001").resolve(), out / "models" / "seed0" / "unattacked")
+    try:
+        undo.main(["--out", cfg.out, "--seed", "0", "--teacher", "unattacked", "--alphas"])
+        rows = {r["name"]: r for r in json.loads((out / "undo" / "results.json").read_text())["rows"]}
+        assert rows["unattacked"]["forget_Q_A_Prob"] == pytest.approx(rows["ce_u_retain_lr0.001"]["forget_Q_A_Prob"])
+        rel = result["relearning"]
+        d = rows["unattacked"]["forget_prob_after_relearning"] - rows["unattacked"]["forget_Q_A_Prob"]
+        d_ret = rel["retain"]["after"] - rel["retain"]["before"]
+        assert rows["unattacked"]["R"] == pytest.approx(1.0 if d <= 0 else min(d_ret / d, 1.0))
+        assert (out / "undo" / "seed0" / "unattacked.json").is_file()
+    finally:
+        (out / "jobs" / "seed0" / "unattacked.json").unlink()
+        (out / "models" / "seed0" / "unattacked").unlink()
+        (out / "undo" / "seed0" / "unattacked.json").unlink(missing_ok=True)
