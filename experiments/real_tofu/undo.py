@@ -134,6 +134,7 @@ def report(out: Path, seed: int) -> dict:
 
     rows = [row(n, shared[n]["eval_log"], shared[f"relearn_{n}"]["relearn"]["after"]["forget_Q_A_Prob"],
                 compute_fraction=1.0 if n == "retain" else 0.0) for n in ("full", "retain")]
+    rows[0]["R"] = None  # the full model has nothing forgotten to come back: R says nothing about it
     for path in sorted((jobs / f"seed{seed}").glob("*.json")):
         rec = _load(path)
         if "relearn" in rec and "eval_logs" in rec:  # an attacked unlearning run: its final step
@@ -162,7 +163,7 @@ def markdown(result: dict) -> str:
              "|---|" + "---|" * (len(cols) + 1)]
     for r in result["rows"]:
         frac = r.get("distill_compute_fraction")
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r[c]:.3f}" for c in cols)
+        lines.append(f"| {r['name']} | " + " | ".join("" if r[c] is None else f"{r[c]:.3f}" for c in cols)
                      + f" | {'' if frac is None else f'{frac:.2f}'} |")
     return "\n".join(lines) + "\n"
 
