@@ -117,7 +117,7 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def report(out: Path, seed: int) -> dict:
+def report(out: Path, seed: int, command: str = "") -> dict:
     """One row per model: the real-model study's full, retain and unlearned runs (their final evaluation and
     relearning attack) and every UNDO student, with utility's parts, forget prob after relearning and R."""
     jobs = out / "jobs"
@@ -146,9 +146,12 @@ def report(out: Path, seed: int) -> dict:
             rows.append(row(rec["name"], rec["eval_log"], rec["relearn"]["after"]["forget_Q_A_Prob"]))
             continue
         rows.append(row(f"undo:{rec['name']}", rec["eval_log"], rec["relearn"]["after"]["forget_Q_A_Prob"],
-                        alpha=rec["alpha"], epochs=rec["epochs"], cpu_s=rec["cpu_s"],
+                        alpha=rec["alpha"], epochs=rec["epochs"], distill_lr=rec["distill_lr"],
+                        distill_rows=rec["distill_rows"], general_rows=rec["general_rows"], cpu_s=rec["cpu_s"],
+                        steps=len(rec["trace"]),
+                        kl_first_step=rec["trace"][0]["loss"], kl_last_step=rec["trace"][-1]["loss"],
                         distill_compute_fraction=rec["distill_flops"] / rec["retain_finetune_flops"]))
-    result = {"command": "python -m experiments.real_tofu.undo " + " ".join(sys.argv[1:]), "seed": seed,
+    result = {"command": command, "seed": seed,
               "relearn_lr": shared["relearn_retain"]["relearn"]["lr"], "rows": rows}
     (out / "undo" / "results.json").write_text(json.dumps(result, indent=1))
     (out / "undo" / "results.md").write_text(markdown(result))
@@ -206,7 +209,8 @@ def main(argv=None):
             save(path, record)
             print(f"[real-tofu undo] {record['name']}: {record['wall_s']:.0f} s wall, {record['cpu_s']:.0f} s CPU",
                   flush=True)
-    print(markdown(report(out, args.seed)), flush=True)
+    command = "python -m experiments.real_tofu.undo " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(markdown(report(out, args.seed, command)), flush=True)
 
 
 if __name__ == "__main__":
