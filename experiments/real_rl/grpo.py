@@ -85,7 +85,8 @@ def _eager_llm():
     vllm_generation.LLM = functools.partial(LLM, enforce_eager=True, dtype="float32")
 
 
-def run_one(model_path: str, method: str, lr: str, seed: int, max_steps: int, out: Path) -> dict:
+def run_one(model_path: str, method: str, lr: str, seed: int, max_steps: int, out: Path,
+            eval_samples: int = EVAL_SAMPLES) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -107,10 +108,10 @@ def run_one(model_path: str, method: str, lr: str, seed: int, max_steps: int, ou
     trainer.train()
     train_seconds, train_cpu = time.time() - start, time.process_time() - cpu
     trainer.vllm_generation.sync_weights()  # the last optimizer step's weights
-    final = score(trainer.vllm_generation.llm, tokenizer, held_out())
+    final = score(trainer.vllm_generation.llm, tokenizer, held_out(), eval_samples)
     history = [{k: h.get(k) for k in ("step", *STEP_KEYS)} for h in trainer.state.log_history if "loss" in h]
     return {"task": "+".join(TASKS), "learning_rate": float(lr), "method": method, "config": METHODS[method],
-            "seed": seed, "steps": len(history), "train_seconds": round(train_seconds, 1),
+            "seed": seed, "steps": len(history), "eval_samples": eval_samples, "train_seconds": round(train_seconds, 1),
             "train_cpu_seconds_main_process": round(train_cpu, 1), "eval_seconds": round(time.time() - start
                                                                                         - train_seconds, 1),
             "pass_at_k_final": final["pass_at_k"], "correct_counts_final": final["correct_counts"],
@@ -148,6 +149,8 @@ def main(argv=None):
     p.add_argument("--learning_rates", nargs="+", default=["2e-5"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--max_steps", type=int, default=12)
+    p.add_argument("--eval_samples", type=int, default=EVAL_SAMPLES,
+                   help="samples per held-out prompt after training (64 adds pass@64; ~4x the scoring time)")
     p.add_argument("--model", default=None, help="HF folder (default: ceu_rl.models.smollm2_path())")
     p.add_argument("--aggregate_only", action="store_true")
     p.add_argument("--one", nargs=3, metavar=("METHOD", "LR", "SEED"), help=argparse.SUPPRESS)
@@ -163,7 +166,8 @@ def main(argv=None):
         method, lr, seed = args.one
         path = _run_path(out, int(seed), lr, method)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run_one(args.model, method, lr, int(seed), args.max_steps, path), indent=1))
+        path.write_text(json.dumps(run_one(args.model, method, lr, int(seed), args.max_steps, path,
+                                           args.eval_samples), indent=1))
         return
     if args.base_only:  # child: the base model's held-out score
         (out / "base.json").write_text(json.dumps(score_base(args.model), indent=1))
@@ -178,8 +182,8 @@ def main(argv=None):
     lines = JobLines(len(todo), "real_rl.grpo")
     for seed, lr, method in todo:
         start = time.time()
-        _child(["--out", str(out), "--model", args.model, "--max_steps", str(args.max_steps), "--one", method, lr,
-                str(seed)], log)
+        _child(["--out", str(out), "--model", args.model, "--max_steps", str(args.max_steps), "--eval_samples",
+                str(args.eval_samples), "--one", method, lr, str(seed)], log)
         row = json.loads(_run_path(out, seed, lr, method).read_text())
         lines.done(f"lr={lr} {method} seed={seed}", time.time() - start,
                    **{f"pass@{k}": row["pass_at_k_final"][str(k)] for k in (1, 16)})
