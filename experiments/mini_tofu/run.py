@@ -67,8 +67,8 @@ def _job_settings(cfg: MiniTofuConfig, name: str) -> dict:
     """The settings a job's result depends on: the RL settings (rl_*) only for RL jobs, so that finetunes and
     offline runs stay reusable when they change; `attacks` only as whether this job's model is attacked."""
     settings = {k: v for k, v in asdict(cfg).items()
-                if k not in (*_RUN_FIELDS, "attacks") and (_is_rl(name) or not k.startswith("rl_"))}
-    if name.rsplit("_lr", 1)[0] in cfg.attacks:
+                if k not in (*_RUN_FIELDS, "attacks", "attacked") and (_is_rl(name) or not k.startswith("rl_"))}
+    if name.rsplit("_lr", 1)[0] in (*cfg.attacks, *getattr(cfg, "attacked", ())):  # real_tofu's list: "attacked"
         settings["attacked"] = True
     return settings
 

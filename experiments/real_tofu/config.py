@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 from ..mini_tofu.config import MiniTofuConfig
 
-# the offline objectives of issue 30 (GradDiff, NPO, SimNPO, CE-U+retain, IdkDPO, CE-U-IdkDPO, SatImp, RMU)
-OBJECTIVES = ("grad_diff", "npo", "simnpo", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo", "satimp", "rmu")
+# the offline objectives of issue 30 (GradDiff, NPO, SimNPO, CE-U+retain, IdkDPO, CE-U-IdkDPO, SatImp, RMU) and its
+# RL pair (claim a: GRPO + retain vs CE-U-GRPO + retain, experiments/real_tofu/rl.py)
+RL_OBJECTIVES = ("grpo_retain", "ceu_full_retain")
+OBJECTIVES = ("grad_diff", "npo", "simnpo", "ce_u_retain", "idk_dpo", "ce_u_idk_dpo", "satimp", "rmu", *RL_OBJECTIVES)
 # the first ones run: the claims (b) and (c) of issue 30 and the NPO baseline
 CORE_OBJECTIVES = ("ce_u_retain", "grad_diff", "idk_dpo", "ce_u_idk_dpo", "npo")
 
@@ -30,8 +32,11 @@ class RealTofuConfig(MiniTofuConfig):
     # the finetune's lr (TOFU unlearns at its finetune lr), and for the pair of claim (b) also 0.3x of it, so that
     # their forgetting can be matched; a grid cut to a CPU budget (each run ~8 min of CPU, an evaluation ~4 of them)
     learning_rates: tuple[float, ...] = (1e-4,)
+    # RL: mini-TOFU's RL rate was 4x its offline one (8e-4 vs 2e-4); here 1e-4 (the finetune's) and 3e-4
     objective_learning_rates: dict = field(default_factory=lambda: {"ce_u_retain": (3e-5, 1e-4),
-                                                                    "grad_diff": (3e-5, 1e-4)})
+                                                                    "grad_diff": (3e-5, 1e-4),
+                                                                    "grpo_retain": (1e-4, 3e-4),
+                                                                    "ceu_full_retain": (1e-4, 3e-4)})
     num_retain_authors: int = 4  # 4 retain + forget01's 2 = 6 authors finetuned
     finetune_epochs: int = 5
     finetune_lr: float = 1e-4
@@ -47,9 +52,18 @@ class RealTofuConfig(MiniTofuConfig):
     # questions for one epoch (batch 8: 5 steps) at `relearn_lr` (the finetune lr; OpenUnlearning relearns at 2x),
     # then the forget metrics again; on the full and retain models and on the final model of the runs of `attacked`
     # at their highest lr (each ~2.5 min of CPU)
-    attacked: tuple[str, ...] = ("ce_u_retain", "grad_diff")
+    attacked: tuple[str, ...] = ("ce_u_retain", "grad_diff", *RL_OBJECTIVES)
     relearn_lr: float = 1e-4
     eval_gradnorm: bool = False  # a backward pass per item: not at this size on a CPU
+    # RL unlearning (rl.py), mini-TOFU's settings cut to a CPU budget: one pass over the 40 forget prompts, 4 a step
+    # with 4 sampled answers each (10 steps, as the offline runs'; mini-TOFU: 2 x 8, 2 epochs), 48 new tokens at
+    # temperature 1 (a model that knows the answer must still produce some that miss it, or GRPO has no signal), the
+    # retain anchor on 4 retain pairs a step (the offline batch), evaluated at the last step
+    rl_epochs: int = 1
+    rl_prompts_per_step: int = 4
+    rl_generations: int = 4
+    rl_retain_batch_size: int = 4
+    rl_eval_points: int = 1
     objective_overrides: dict = field(default_factory=lambda: {
         "simnpo": {"beta": 2.5},
         # RMU on 30 layers: WMDP steers layer 7 of 32 in 7B models (~1/4 of the depth), so layer 7 of 30 here;

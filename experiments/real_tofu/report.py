@@ -1,7 +1,8 @@
 """The real-model study's numbers: every metric per seed, run and step (privacy metrics and utility's parts
-included), and the per-seed answer to issue 30's claims (b) CE-U+retain keeps more utility than GradDiff at matched
-or better forgetting and (c) CE-U-IdkDPO forgets more than IdkDPO, at the operating points (utility >= 0.9x the full
-model's), and the utility parts of the base, full and retain models (what finetuning costs)."""
+included), and the per-seed answer to issue 30's claims (a) CE-U-GRPO + retain forgets more than GRPO + retain,
+(b) CE-U+retain keeps more utility than GradDiff at matched or better forgetting and (c) CE-U-IdkDPO forgets more
+than IdkDPO, at the operating points (utility >= 0.9x the full model's), and the utility parts of the base, full and
+retain models (what finetuning costs)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,15 @@ def operating_point(runs: dict, objective: str) -> dict | None:
     return min(ok, key=lambda p: (p["forget_Q_A_Prob"], p["step"], p["lr"])) if ok else None
 
 
+def claim_a(runs: dict) -> dict:
+    """CE-U-GRPO + retain's operating point forgets more (lower forget prob) than GRPO + retain's; it holds also when
+    GRPO + retain has no point at >= 0.9x utility and CE-U-GRPO + retain has one."""
+    ceu, grpo = operating_point(runs, "ceu_full_retain"), operating_point(runs, "grpo_retain")
+    holds = ceu is not None and (grpo is None or ceu["forget_Q_A_Prob"] < grpo["forget_Q_A_Prob"])
+    return {"holds": holds, "ceu_full_retain": ceu and ceu["forget_Q_A_Prob"],
+            "grpo_retain": grpo and grpo["forget_Q_A_Prob"]}
+
+
 def claim_b(runs: dict) -> dict:
     """Per GradDiff point: does some CE-U+retain point forget at least as much (forget prob <=) and keep more
     utility? Holds when that is so for every GradDiff point."""
@@ -75,7 +85,8 @@ def answer(per_seed: dict, objectives) -> dict:
                 "per_seed": picks,
                 **{k: mean_sd([p[k] for p in picks.values() if p]) for k in ("forget_Q_A_Prob", "model_utility")
                    if any(picks.values())}}
-    for key, fn, needs in (("b", claim_b, ("ce_u_retain", "grad_diff")), ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
+    for key, fn, needs in (("a", claim_a, ("ceu_full_retain", "grpo_retain")), ("b", claim_b, ("ce_u_retain", "grad_diff")),
+                           ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
         if all(o in objectives for o in needs):
             compared = [s for s in seeds if all(points(per_seed[s], o) for o in needs)]  # a cut study: both ran
             per = {s: fn(per_seed[s]) for s in compared}
@@ -102,7 +113,8 @@ def markdown(ans: dict) -> str:
             lines.append(f"| {objective} | {seed} | {p['lr']:g} | {p['step']} | {p['forget_Q_A_Prob']:.3f} | "
                          f"{p['forget_Q_A_ROUGE']:.3f} | {p['model_utility']:.3f} | {p['ra_Q_A_ROUGE']:.3f} | "
                          f"{p['wf_Q_A_ROUGE']:.3f} | {p['forget_quality']:.2g} |")
-    names = {"b": "CE-U+retain keeps more utility than GradDiff at matched or better forgetting",
+    names = {"a": "CE-U-GRPO + retain forgets more than GRPO + retain at its operating point",
+             "b": "CE-U+retain keeps more utility than GradDiff at matched or better forgetting",
              "c": "CE-U-IdkDPO forgets more (lower forget prob) than IdkDPO at the same lr and step"}
     lines += ["", "## Claims, per seed", ""]
     for key, c in ans["claims"].items():

@@ -22,7 +22,8 @@ from ..mini_tofu.jobs import init_worker, quiet_progress_bars
 from ..mini_tofu.run import InlineExecutor, completed, load_done, save_done, write_results
 from . import jobs
 from . import report as real_report
-from .config import OBJECTIVES, RealTofuConfig
+from .config import OBJECTIVES, RL_OBJECTIVES, RealTofuConfig
+from .rl import rl_job
 
 SHARED = "shared"  # the jobs every seed shares (base, full, retain): kept under jobs/seedshared/
 
@@ -66,8 +67,9 @@ def run(cfg: RealTofuConfig, workers: int = 2, command: str | None = None, repor
                 records[(seed, record["name"])] = {**record, "seed": seed}
             if record["name"] == "full":  # a run over every seed before the next run: a cut study has whole pairs
                 for name, objective, lr in report.run_names(cfg):
+                    job = rl_job if objective in RL_OBJECTIVES else jobs.unlearn_job
                     for seed in cfg.seeds:
-                        submit(seed, name, jobs.unlearn_job, objective, lr)
+                        submit(seed, name, job, objective, lr)
         else:
             records[(record["seed"], record["name"])] = record
 
