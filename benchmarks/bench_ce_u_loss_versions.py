@@ -80,7 +80,8 @@ def same_result(fns: dict, logits, labels) -> dict:
         cmp[f"{name}_vs_{names[0]}"] = {
             "loss": [ref_loss.item(), loss.item()],
             "loss_equal": bool(torch.equal(ref_loss, loss)), "grad_equal": bool(torch.equal(ref_grad, grad)),
-            "loss_allclose": bool(torch.allclose(ref_loss, loss)), "grad_allclose": bool(torch.allclose(ref_grad, grad)),
+            "loss_allclose": bool(torch.allclose(ref_loss, loss)),
+            "grad_allclose": bool(torch.allclose(ref_grad, grad)),
             "grad_max_abs_diff": (ref_grad - grad).abs().max().item(),
         }
     return cmp
@@ -119,7 +120,8 @@ def main() -> None:
                           for k, v in ratios.items()}), flush=True)
         del logits, labels, steps
     report = {
-        "command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss_versions.py " + " ".join(sys.argv[1:]),
+        "command": ("OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_ce_u_loss_versions.py "
+                    + " ".join(sys.argv[1:])),
         "old_commit": args.old_commit, "old_module": old_file, "machine_info": machine_info(), "code": code_state(),
         "results": results,
     }

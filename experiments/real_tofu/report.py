@@ -85,8 +85,8 @@ def answer(per_seed: dict, objectives) -> dict:
                 "per_seed": picks,
                 **{k: mean_sd([p[k] for p in picks.values() if p]) for k in ("forget_Q_A_Prob", "model_utility")
                    if any(picks.values())}}
-    for key, fn, needs in (("a", claim_a, ("ceu_full_retain", "grpo_retain")), ("b", claim_b, ("ce_u_retain", "grad_diff")),
-                           ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
+    for key, fn, needs in (("a", claim_a, ("ceu_full_retain", "grpo_retain")),
+                           ("b", claim_b, ("ce_u_retain", "grad_diff")), ("c", claim_c, ("idk_dpo", "ce_u_idk_dpo"))):
         if all(o in objectives for o in needs):
             compared = [s for s in seeds if all(points(per_seed[s], o) for o in needs)]  # a cut study: both ran
             per = {s: fn(per_seed[s]) for s in compared}
