@@ -27,7 +27,8 @@ class UndoStudyConfig:
 
     Measures (the attack study's protocol, experiments/attacks/suite.py): TOFU model utility and forget prob; then
     relearning on all 40 forget questions at `relearn_lr` (1 epoch, batch 8: 5 steps) for OpenUnlearning's R of
-    forget prob, and on a seeded half with the other half held out (held-out recovery)."""
+    forget prob, and on a seeded half with the other half held out (held-out recovery, and leak@k sampled from the
+    relearned model on the held-out half)."""
 
     out: str = "outputs/undo"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -38,6 +39,9 @@ class UndoStudyConfig:
     distill_batch_size: int = 16
     noise_seed_offset: int = 1000
     relearn_lr: float = 1e-3
+    # leak@k on the held-out half after relearning the other half (the attack study's `leak_after_relearn`): samples
+    # per question (0: not measured; the committed 5-seed table of 2026-12-07 was made without it)
+    leak_after_relearn: int = 32
     studies: dict = field(default_factory=lambda: dict(STUDIES))
     # MiniTofuConfig fields over mini-TOFU's --full preset (the models the operating points were found with); the
     # gradient-norm MIA is left out of the evaluations (a privacy metric this study does not report)
@@ -53,6 +57,9 @@ class UndoStudyConfig:
             raise ValueError(f"teachers: unknown {unknown}; choose from {list(TEACHERS)}.")
         if not self.alphas or not all(0 <= a <= 1 for a in self.alphas):
             raise ValueError(f"alphas must be in [0, 1], got {self.alphas}.")
+        if self.leak_after_relearn < 0:
+            raise ValueError(f"leak_after_relearn must be >= 0 (samples per question; 0: off), got "
+                             f"{self.leak_after_relearn}.")
         if not self.epochs or self.epochs[0] < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
 

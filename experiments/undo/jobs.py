@@ -29,7 +29,9 @@ def attack_config(cfg: UndoStudyConfig) -> AttackStudyConfig:
     """The attack study's settings with only its relearning attack at `relearn_lr` (all 40, held-out half, seen
     half), over the same mini-TOFU models."""
     return AttackStudyConfig(out=cfg.out, seeds=cfg.seeds, relearn_lrs=(cfg.relearn_lr,), studies=cfg.studies,
-                             model_overrides=cfg.model_overrides, quant_bits=())
+                             model_overrides=cfg.model_overrides, quant_bits=(), leak_paraphrased=False,
+                             leak_n=max(cfg.leak_after_relearn, 1),
+                             leak_after_relearn=(cfg.relearn_lr,) if cfg.leak_after_relearn else ())
 
 
 class FlopCounter:
@@ -67,8 +69,8 @@ def retain_training_flops(cfg: UndoStudyConfig, tokenizer) -> int:
 
 
 def measure(model, tokenizer, cfg: UndoStudyConfig, seed: int) -> dict:
-    """TOFU evaluation and the relearning attack (experiments/attacks/suite.py's record layout, no leak or
-    quantization), on copies: `model` is left unchanged."""
+    """TOFU evaluation and the relearning attack (experiments/attacks/suite.py's record layout; leak@k only after
+    relearning, no quantization), on copies: `model` is left unchanged."""
     acfg = attack_config(cfg)
     mcfg = model_config(acfg)
     rows = forget_rows(mcfg.forget_split)

@@ -18,6 +18,8 @@ def _row(m: dict, relearn_lr: str, compute_fraction: float, **extra) -> dict:
             "forget_quality": m["forget quality"], "R": m[f"{at}: R (prob)"],
             "relearn_forget_Q_A_Prob": m[f"{at}: forget prob"], "heldout_R": m[f"{at}: held-out R (prob)"],
             "heldout_forget_Q_A_Prob_after": m[f"{at}: held-out prob"],
+            # leak@k (ROUGE-L recall >= 0.5) on the held-out half, sampled from the relearned model (when measured)
+            **{"heldout_leak_after_relearn": v for k, v in m.items() if k.startswith(f"{at}: held-out leak@")},
             "compute_fraction": compute_fraction, **extra}
 
 
@@ -102,10 +104,11 @@ def markdown(result: dict) -> str:
     lines = ["# UNDO on mini-TOFU: results", "", f"`{result['command']}`; total job CPU "
              f"{result['total_job_cpu_s']:.0f} s; seeds {list(result['per_seed'])}.", "",
              "| model | seeds | utility | forget prob | R (lr 1e-3) | held-out R | forget prob after relearning | "
-             "compute fraction |", "|---|---|---|---|---|---|---|---|"]
+             "held-out leak@k after relearning | compute fraction |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
+        leak = _fmt(r["heldout_leak_after_relearn"]) if "heldout_leak_after_relearn" in r else "not measured"
         lines.append(f"| {name} | {len(r['seeds'])} | {_fmt(r['model_utility'])} | {_fmt(r['forget_Q_A_Prob'])} | "
-                     f"{_fmt(r['R'])} | {_fmt(r['heldout_R'])} | {_fmt(r['relearn_forget_Q_A_Prob'])} | "
+                     f"{_fmt(r['R'])} | {_fmt(r['heldout_R'])} | {_fmt(r['relearn_forget_Q_A_Prob'])} | {leak} | "
                      f"{_fmt(r['compute_fraction'])} |")
     lines += ["", "## Per seed: R, utility, compute fraction", "",
               "| model | " + " | ".join(f"seed {s}" for s in result["per_seed"]) + " |",

@@ -26,7 +26,7 @@ def study(tmp_path_factory):
                                                      "npo_lr0.001": {"2": {**summary, "model_utility": 0.95},
                                                                      "3": {**summary, "model_utility": 0.5}}}}}))
     cfg = UndoStudyConfig(out=str(out), seeds=(0,), teachers=("npo",), alphas=(0.0, 1.0), epochs=(1,),
-                          studies={"offline": str(points)}, model_overrides=MODEL)
+                          studies={"offline": str(points)}, model_overrides=MODEL, leak_after_relearn=4)
     result = run_undo(cfg, command="test")
     records = {p.stem: json.loads(p.read_text()) for p in (out / "jobs" / "seed0").glob("*.json")}
     return cfg, result, records
@@ -67,6 +67,11 @@ def test_r_and_the_noise_against_the_records(study):
     assert result["per_seed"]["0"][student_name("npo", 1.0, 1)]["R"] == expected
     assert records["students_npo_a1"]["noised_fraction"] == 1.0
     assert records["students_npo_a0"]["trace"][0]["loss"] == 0.0  # alpha = 0: the student is the teacher
+    # leak@k after relearning: the held-out half sampled from the relearned model, 4 samples, ROUGE-L recall >= 0.5
+    leak = student["relearn"]["0.001"]["heldout_leak"]["question"]
+    assert leak["ks"][-1] == 4 and len(leak["per_question"]) == len(student["relearn"]["heldout_idx"])
+    hits = sum(q["max_rougeL_recall"] >= 0.5 for q in leak["per_question"]) / len(leak["per_question"])
+    assert result["per_seed"]["0"][student_name("npo", 1.0, 1)]["heldout_leak_after_relearn"] == pytest.approx(hits)
     assert records["students_npo_a1"]["trace"][0]["loss"] > 0
 
 
@@ -86,3 +91,5 @@ def test_bad_settings_are_refused():
         UndoStudyConfig(teachers=("ga",))
     with pytest.raises(ValueError, match="alphas"):
         UndoStudyConfig(alphas=(1.5,))
+    with pytest.raises(ValueError, match="leak_after_relearn"):
+        UndoStudyConfig(leak_after_relearn=-1)
