@@ -2,8 +2,9 @@
 change from the base model, entropy and reward (first 2 / last 2 steps), and issue 31's two questions per seed:
 
 - gain: does a CE-U variant reach >= 0.8x GRPO's pass@1 gain over the base model (same seed and learning rate)?
-- breadth: does `ceu_min` keep pass@16 above GRPO's (same seed and learning rate)? (pass@64 of the base model is
-  0.97: at the ceiling, so pass@16 carries the toys' pass@64 question here.)
+- breadth: does `ceu_min` keep pass@16 above GRPO's (same seed and learning rate)? And pass@64, for runs scored
+  with 64 samples (`--eval_samples 64`; the base model's pass@64 is 1.0 on these prompts, so it asks whether
+  training loses a prompt's last correct answers: a tie at 1.0 is no difference).
 """
 
 from __future__ import annotations
@@ -70,9 +71,13 @@ def answers(rows: list[dict], base: dict) -> dict:
                              "reaches_0.8x": g > 0 and d >= GAIN_FRACTION * g})
         c = cells.get((lr, "ceu_min", seed))
         if c is not None:
-            breadth.append({"learning_rate": lr, "seed": seed, "ceu_min_pass@16": c["pass_at_k_final"]["16"],
-                            "grpo_pass@16": grpo["pass_at_k_final"]["16"],
-                            "above": c["pass_at_k_final"]["16"] > grpo["pass_at_k_final"]["16"]})
+            row = {"learning_rate": lr, "seed": seed, "ceu_min_pass@16": c["pass_at_k_final"]["16"],
+                   "grpo_pass@16": grpo["pass_at_k_final"]["16"],
+                   "above": c["pass_at_k_final"]["16"] > grpo["pass_at_k_final"]["16"]}
+            if "64" in c["pass_at_k_final"] and "64" in grpo["pass_at_k_final"]:
+                c64, g64 = c["pass_at_k_final"]["64"], grpo["pass_at_k_final"]["64"]
+                row.update({"ceu_min_pass@64": c64, "grpo_pass@64": g64, "above_at_64": c64 > g64})
+            breadth.append(row)
     keys = sorted({(x["learning_rate"], x["method"]) for x in gain})
     return {"gain": gain, "breadth": breadth,
             "reaches_0.8x_every_seed": {f"{m} @ lr {lr:g}": all(x["reaches_0.8x"] for x in gain
@@ -80,7 +85,10 @@ def answers(rows: list[dict], base: dict) -> dict:
                                         for lr, m in keys},
             "ceu_min_pass16_above_grpo_every_seed": {
                 f"lr {lr:g}": all(x["above"] for x in breadth if x["learning_rate"] == lr)
-                for lr in sorted({x["learning_rate"] for x in breadth})}}
+                for lr in sorted({x["learning_rate"] for x in breadth})},
+            "ceu_min_pass64_above_grpo_every_seed": {
+                f"lr {lr:g}": all(x["above_at_64"] for x in breadth if x["learning_rate"] == lr)
+                for lr in sorted({x["learning_rate"] for x in breadth if "above_at_64" in x})}}
 
 
 def markdown(table: list[dict], ans: dict, base: dict) -> str:
@@ -113,6 +121,10 @@ def markdown(table: list[dict], ans: dict, base: dict) -> str:
         lines.append(f"- lr {lr:g}: " + "; ".join(f"seed {x['seed']}: {x['ceu_min_pass@16']:.3f} vs "
                                                    f"{x['grpo_pass@16']:.3f}" for x in ans["breadth"]
                                                    if x["learning_rate"] == lr))
+        at64 = [x for x in ans["breadth"] if x["learning_rate"] == lr and "above_at_64" in x]
+        if at64:
+            lines.append(f"- lr {lr:g}, pass@64: " + "; ".join(
+                f"seed {x['seed']}: {x['ceu_min_pass@64']:.3f} vs {x['grpo_pass@64']:.3f}" for x in at64))
     return "\n".join(lines) + "\n"
 
 

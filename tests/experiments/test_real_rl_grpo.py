@@ -49,6 +49,19 @@ def test_gain_and_breadth_answers_per_seed():
     assert by_seed[2]["ratio"] is None and not by_seed[2]["reaches_0.8x"]
     assert ans["reaches_0.8x_every_seed"] == {"ceu_min @ lr 2e-05": False}
     assert [x["above"] for x in ans["breadth"]] == [True, False, True]
+    assert "above_at_64" not in ans["breadth"][0] and ans["ceu_min_pass64_above_grpo_every_seed"] == {}
+
+
+def test_breadth_at_64_where_both_runs_scored_64_samples():
+    rows = [_row("grpo", 0, 0.5, 0.90), _row("ceu_min", 0, 0.47, 0.95), _row("grpo", 1, 0.4, 0.92),
+            _row("ceu_min", 1, 0.37, 0.91)]
+    for row, p64 in zip(rows, (0.97, 1.0, 1.0, 1.0)):
+        row["pass_at_k_final"]["64"] = p64
+    ans = grpo_report.answers(rows, BASE)
+    assert [(x["ceu_min_pass@64"], x["grpo_pass@64"], x["above_at_64"]) for x in ans["breadth"]] == [
+        (1.0, 0.97, True), (1.0, 1.0, False)]  # a tie at the ceiling is not "above"
+    assert ans["ceu_min_pass64_above_grpo_every_seed"] == {"lr 2e-05": False}
+    assert "lr 2e-05, pass@64: seed 0: 1.000 vs 0.970; seed 1: 1.000 vs 1.000" in grpo_report.markdown([], ans, BASE)
 
 
 def test_report_writes_table_with_per_seed_deltas(tmp_path):
