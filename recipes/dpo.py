@@ -84,7 +84,6 @@ def main(argv=None):
     if trainer.accelerator.is_main_process:
         Path(cfg.output_dir, "log_history.json").write_text(json.dumps(history, indent=2))
         print(f"model: {cfg.output_dir}, losses: {Path(cfg.output_dir, 'log_history.json')}")
-    trainer.accelerator.end_training()  # destroys the process group: exiting with live gloo threads can abort
     return history
 
 

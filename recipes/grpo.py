@@ -92,7 +92,6 @@ def main(argv=None):
     trainer.train()
     history = [h for h in trainer.state.log_history if "loss" in h]
     Path(cfg.output_dir, "log_history.json").write_text(json.dumps(history, indent=2))
-    trainer.accelerator.end_training()  # destroys the process group: exiting with live gloo threads can abort
     return history
 
 

@@ -48,7 +48,6 @@ def main():
     tokenizer.save_pretrained(args.output_dir)
     if trainer.accelerator.is_main_process:
         print(f"model: {args.output_dir}, per-step log: {Path(args.output_dir, 'log.jsonl')}")
-    trainer.accelerator.end_training()  # destroys the process group: exiting with live gloo threads can abort
 
 
 if __name__ == "__main__":

@@ -84,7 +84,6 @@ def main():
         print(write_results(out / "results.json", record))
         print(f"results: {out / 'results.json'} (row appended to {out / 'results.md'}), "
               f"per-step log: {out / 'log.jsonl'}")
-    trainer.accelerator.end_training()  # destroys the process group: exiting with live gloo threads can abort
 
 
 if __name__ == "__main__":
