@@ -1,4 +1,4 @@
-"""Mini-TOFU RL unlearning (issue 16): the job on a cut-down configuration is deterministic per seed (two seeds, run
+"""Mini-TOFU RL unlearning (issue 16): the job on a cut-down configuration is deterministic per seed (seed 0 run
 twice) and seeds differ; the reward and the evaluation of the trained model checked by hand (an LCS and a float64
 teacher-forced probability); the retain anchor's gradient against a float64 autograd NLL; the shared-token set the
 study reports equals grpo_compare's definition."""
@@ -35,7 +35,8 @@ TINY_RL = dict(seeds=(0, 1), objectives=("grpo", "ceu_prefix_kl", "ceu_full_reta
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """The cut-down job twice; the first run also keeps a float64 copy of the model each time it is evaluated."""
+    """The cut-down job (seeds 0 and 1), then seed 0 again; the first run also keeps a float64 copy of the model each
+    time it is evaluated."""
     captured = {}
     real = rl_jobs.evaluate
 
@@ -50,7 +51,8 @@ def two_runs(tmp_path_factory):
 
     results = []
     for attempt in ("a", "b"):
-        cfg = MiniTofuConfig(out=str(tmp_path_factory.mktemp(f"mini_tofu_rl_{attempt}")), **TINY_RL)
+        seeds = TINY_RL["seeds"] if attempt == "a" else (0,)  # determinism needs one seed run twice
+        cfg = MiniTofuConfig(out=str(tmp_path_factory.mktemp(f"mini_tofu_rl_{attempt}")), **{**TINY_RL, "seeds": seeds})
         rl_jobs.evaluate = capturing if attempt == "a" else real
         try:
             run(cfg, workers=0, command="test")
@@ -67,10 +69,10 @@ def _records(cfg):
 
 def test_same_seed_same_numbers_and_seeds_differ(two_runs):
     ((cfg_a, a), (cfg_b, b)), _ = two_runs
-    assert a["per_seed"] == b["per_seed"]  # every metric at steps 2 and 4, bit for bit
+    assert a["per_seed"]["0"] == b["per_seed"]["0"]  # every metric at steps 2 and 4, bit for bit
     ra, rb = _records(cfg_a), _records(cfg_b)
-    assert len(ra) == 6 and ra.keys() == rb.keys()
-    for name in ra:
+    assert len(ra) == 6 and rb.keys() == {k for k in ra if k.startswith("seed0/")} and len(rb) == 3
+    for name in rb:
         assert ra[name]["trace"] == rb[name]["trace"], name  # rollouts, rewards, losses, p's: the same
         assert ra[name]["generated_tokens"] == rb[name]["generated_tokens"] > 0
         assert sorted(ra[name]["eval_logs"]) == ["2", "4"]
