@@ -32,11 +32,12 @@ class RealTofuConfig(MiniTofuConfig):
     # the finetune's lr (TOFU unlearns at its finetune lr), and for the pair of claim (b) also 0.3x of it, so that
     # their forgetting can be matched; a grid cut to a CPU budget (each run ~8 min of CPU, an evaluation ~4 of them)
     learning_rates: tuple[float, ...] = (1e-4,)
-    # RL: mini-TOFU's RL rate was 4x its offline one (8e-4 vs 2e-4); here 1e-4 (the finetune's) and 3e-4
+    # RL: GRPO + retain at 1e-4 (the finetune's) and 3e-4 (0.88x utility in seed 0); CE-U-GRPO + retain at 1e-4 lost
+    # 0.28 of the utility in seed 0 (3e-4 stopped there), so 3e-5 below it
     objective_learning_rates: dict = field(default_factory=lambda: {"ce_u_retain": (3e-5, 1e-4),
                                                                     "grad_diff": (3e-5, 1e-4),
                                                                     "grpo_retain": (1e-4, 3e-4),
-                                                                    "ceu_full_retain": (1e-4, 3e-4)})
+                                                                    "ceu_full_retain": (3e-5, 1e-4)})
     num_retain_authors: int = 4  # 4 retain + forget01's 2 = 6 authors finetuned
     finetune_epochs: int = 5
     finetune_lr: float = 1e-4
